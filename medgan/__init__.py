@@ -1,8 +1,27 @@
-"""medgan: restore medical volumes with 3D generative adversarial networks."""
+"""medgan: restore medical volumes with 3D generative adversarial networks.
+
+The public API is imported lazily, so ``import medgan`` and ``medgan --help`` stay fast and do not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-from medgan.io import Volume, read_volume, write_volume  # noqa: E402
-from medgan.inference.restorer import Restorer, load_model  # noqa: E402
+_PUBLIC = {
+    "Volume": "medgan.io",
+    "read_volume": "medgan.io",
+    "write_volume": "medgan.io",
+    "Restorer": "medgan.inference.restorer",
+    "load_model": "medgan.inference.restorer",
+}
 
-__all__ = ["Volume", "read_volume", "write_volume", "Restorer", "load_model", "__version__"]
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'medgan' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""The ``medgan`` command line: one module per subcommand."""

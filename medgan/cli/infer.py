@@ -1,0 +1,130 @@
+"""``medgan infer``: restore one scan with a trained model."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from medgan.cli.options import check_output_free, device_option, output_suffix, overwrite_option, progress_enabled
+
+logger = logging.getLogger("medgan.cli")
+
+WRITABLE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha")
+
+
+def _default_output(scan: Path) -> Path:
+    name = scan.name
+    for suffix in (".nii.gz", ".nii", ".nrrd", ".mha", ".dcm"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return Path.cwd() / f"{name}_restored.nii.gz"
+
+
+@click.command()
+@click.argument("scan", type=click.Path(exists=True, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Output volume (.nii.gz, .nii, .nrrd or .mha), written in the input's exact geometry. "
+                   "Default: SCAN's name with _restored.nii.gz, in the current folder.")
+@click.option("--model", "model_name", default=None,
+              help="Shipped model name or path to a .safetensors model file (its .json card beside it). "
+                   "Default: the task's shipped model.")
+@click.option("--task", default="ldct", show_default=True, help="Task whose default model is used when --model is "
+                                                                "not given.")
+@device_option
+@click.option("--roi", nargs=3, type=click.IntRange(min=1), default=None, metavar="D H W",
+              help="Sliding-window size in voxels along the slice axis (k), rows (j) and columns (i). "
+                   "Default: the model's training patch size.")
+@click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=0.25, show_default=True,
+              help="Fraction of each window shared with its neighbours along every axis.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Windows per network call; larger is faster on a GPU and needs more memory.")
+@click.option("--series-uid", default=None,
+              help="SeriesInstanceUID to read when the DICOM folder holds several series.")
+@click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG of the middle slices: input | output | difference. Default: OUTPUT's name with _preview.png.")
+@click.option("--no-preview", is_flag=True, default=False, help="Do not write the PNG preview.")
+@overwrite_option
+def infer(scan: Path, output: Path | None, model_name: str | None, task: str, device: str,
+          roi: tuple[int, int, int] | None, overlap: float, batch_size: int, series_uid: str | None,
+          preview: Path | None, no_preview: bool, overwrite: bool) -> None:
+    """Restore SCAN (a NIfTI, NRRD or MHA file, or a folder holding one DICOM series) with a trained model.
+
+    The output keeps the input's grid, affine and voxel values' unit (HU for CT).
+
+    \b
+    Examples:
+      medgan infer scan.nii.gz -o scan_denoised.nii.gz
+      medgan infer dicom_folder/ -o denoised.nii.gz --device cuda --batch-size 8
+    """
+    from medgan.cli.errors import InvalidInput, OutputExists, RuntimeFailure
+
+    output = output or _default_output(scan)
+    if output_suffix(output) not in WRITABLE_SUFFIXES:
+        raise click.BadParameter(f"{output.name} has an unsupported suffix; use one of "
+                                 f"{', '.join(WRITABLE_SUFFIXES)}.", param_hint="--output")
+    if not output.parent.is_dir():
+        raise click.BadParameter(f"folder {output.parent} does not exist.", param_hint="--output")
+    if preview is None and not no_preview:
+        stem = output.name[: -len(output_suffix(output))]
+        preview = output.with_name(f"{stem}_preview.png")
+    check_output_free(output, overwrite, "--output")
+    if preview is not None and not no_preview:
+        check_output_free(preview, overwrite, "--preview")
+
+    import torch
+    from tqdm import tqdm
+
+    from medgan.evaluation.figures import save_preview_png
+    from medgan.inference.restorer import load_model
+    from medgan.io import VolumeReadError, read_volume, write_volume
+    from medgan.tasks import get_task
+
+    try:
+        model = model_name or get_task(task).default_model
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--task") from error
+    if model is None:
+        raise click.BadParameter(f"task {task!r} has no shipped model; pass --model.", param_hint="--model")
+    try:
+        restorer = load_model(model, device=device)
+    except FileNotFoundError as error:
+        raise click.BadParameter(str(error), param_hint="--model") from error
+    except ValueError as error:
+        raise InvalidInput(f"Model {model}: {error}") from error
+    logger.info("Model %s (task %s, network %s) on %s", restorer.card.name or model, restorer.card.task,
+                restorer.card.network["name"], restorer.device)
+
+    try:
+        volume = read_volume(scan, series_uid=series_uid)
+    except (VolumeReadError, ValueError) as error:
+        raise InvalidInput(f"Cannot read {scan}: {error}") from error
+    logger.info("Input %s: %r", scan, volume)
+
+    started = time.perf_counter()
+    with tqdm(total=0, unit="window", desc="restoring", disable=not progress_enabled(), leave=False) as bar:
+        def report(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            restored = restorer.restore(volume, roi_size=roi, overlap=overlap, batch_size=batch_size,
+                                        progress=report)
+        except ValueError as error:
+            raise InvalidInput(f"Cannot restore {scan}: {error}") from error
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
+            raise RuntimeFailure(f"Restoration failed: {error}. Try a smaller --roi or --batch-size, "
+                                 "or --device cpu.") from error
+    logger.info("Restored in %.1f s", time.perf_counter() - started)
+
+    try:
+        write_volume(restored, output, overwrite=overwrite)
+        if preview is not None and not no_preview:
+            save_preview_png(volume, restored, preview, overwrite=overwrite)
+    except FileExistsError as error:
+        raise OutputExists(str(error)) from error
+    click.echo(f"Wrote {output}" + (f" and {preview}" if preview is not None and not no_preview else ""))

@@ -1,0 +1,36 @@
+"""Options and helpers shared by several subcommands."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+overwrite_option = click.option(
+    "--overwrite", is_flag=True, default=False,
+    help="Replace output files that already exist. Without it an existing output is an error and stays untouched.",
+)
+
+device_option = click.option(
+    "--device", default="auto", show_default=True,
+    help="Where the network runs: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
+)
+
+
+def output_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def check_output_free(path: Path, overwrite: bool, option: str) -> None:
+    """Fail before any work when ``path`` exists and ``--overwrite`` was not given."""
+    from medgan.cli.errors import OutputExists
+
+    if path.exists() and not overwrite:
+        raise OutputExists(f"{option}: {path} already exists; pass --overwrite to replace it.")
+
+
+def progress_enabled() -> bool:
+    """Progress bars follow the log level: hidden with -q."""
+    return logging.getLogger().getEffectiveLevel() <= logging.INFO

@@ -1,0 +1,93 @@
+"""``medgan train``: train a generator and critic from a YAML config."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from medgan.cli.options import overwrite_option, progress_enabled
+
+logger = logging.getLogger("medgan.cli")
+
+
+@click.command()
+@click.option("--task", default=None, help="Task to train (ldct). Must match the config's task when both are given.")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="YAML training config, for example configs/ldct.yaml.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one config value, e.g. --set train.steps=500 --set data.patch_size=[8,48,48]. "
+                   "Values are parsed as YAML.")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for the resolved config, log.csv and checkpoints. Default: the config's run_dir.")
+@click.option("--resume", is_flag=True, default=False,
+              help="Continue the run in --run-dir from its latest checkpoint.")
+@overwrite_option
+def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...], run_dir: Path | None,
+          resume: bool, overwrite: bool) -> None:
+    """Train a 3D GAN restorer: n_critic critic steps with gradient penalty per generator step.
+
+    \b
+    Example:
+      medgan train --task ldct --config configs/ldct.yaml --set train.steps=1000
+    """
+    from medgan.cli.errors import InvalidInput, OutputExists
+
+    import torch
+    import yaml
+    from tqdm import tqdm
+
+    from medgan import __version__
+    from medgan.config import ConfigError, load_config
+    from medgan.training import build_trainer
+
+    all_overrides = list(overrides) + ([f"task={task}"] if task else [])
+    try:
+        config = load_config(config_path, all_overrides)
+    except (ConfigError, FileNotFoundError) as error:
+        raise InvalidInput(str(error)) from error
+    if task and config_path is not None:
+        from_file = (yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}).get("task")
+        if from_file and from_file != task:
+            raise click.BadParameter(f"--task {task} differs from the config's task {from_file!r}.",
+                                     param_hint="--task")
+    run_dir = run_dir or Path(config.run_dir)
+    checkpoints = run_dir / "checkpoints"
+    if checkpoints.exists() and not resume:
+        if not overwrite:
+            raise OutputExists(f"{run_dir} already holds checkpoints; pass --resume to continue it or "
+                               "--overwrite to start again from scratch.")
+        shutil.rmtree(checkpoints)
+        (run_dir / "log.csv").unlink(missing_ok=True)
+    if resume and not checkpoints.exists():
+        raise click.BadParameter(f"{run_dir} holds no checkpoints to resume.", param_hint="--resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    with open(run_dir / "run.log", "a", encoding="utf-8") as stream:
+        stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+                     f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n")
+
+    try:
+        trainer = build_trainer(config, run_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise InvalidInput(str(error)) from error
+    if resume:
+        trainer.resume(run_dir)
+
+    with tqdm(total=config.train.steps, initial=trainer.step, unit="step", disable=not progress_enabled()) as bar:
+        def on_step(record: dict) -> None:
+            bar.update(1)
+            shown = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
+                     if key in record}
+            bar.set_postfix(shown, refresh=False)
+            if "val_psnr_db" in record:
+                logger.info("step %d: validation PSNR %.2f dB, SSIM %.4f", record["step"], record["val_psnr_db"],
+                            record["val_ssim"])
+
+        trainer.fit(on_step)
+    click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
+               f"Export a model with: medgan export {run_dir} -o model.safetensors")

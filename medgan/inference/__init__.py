@@ -1,0 +1,1 @@
+"""Volumetric inference: the Restorer and its sliding-window engine."""

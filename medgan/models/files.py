@@ -1,0 +1,117 @@
+"""Model files: safetensors weights plus a JSON `ModelCard`, loaded without executing any code."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from medgan.io.atomic import atomic_output
+from medgan.models.card import ModelCard
+from medgan.networks import build_network
+
+logger = logging.getLogger(__name__)
+
+SHIPPED_PACKAGE = "medgan.models.shipped"
+
+
+def shipped_model_names() -> list[str]:
+    """Names of the models shipped inside the package."""
+    folder = resources.files(SHIPPED_PACKAGE)
+    return sorted(entry.name[: -len(".safetensors")] for entry in folder.iterdir()
+                  if entry.name.endswith(".safetensors"))
+
+
+def resolve_model_path(name_or_path: str | Path) -> Path:
+    """Return the weights path for a shipped model name or a path to ``*.safetensors``.
+
+    Raises:
+        FileNotFoundError: if neither a shipped model nor an existing file matches; lists the shipped names.
+    """
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".json":
+        candidate = candidate.with_suffix(".safetensors")
+    if candidate.is_file():
+        return candidate
+    shipped = resources.files(SHIPPED_PACKAGE) / f"{name_or_path}.safetensors"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise FileNotFoundError(
+        f"Model {str(name_or_path)!r} not found: it is neither an existing .safetensors file nor a shipped model "
+        f"(shipped models: {', '.join(shipped_model_names()) or 'none'})."
+    )
+
+
+def card_path_for(weights_path: Path) -> Path:
+    return weights_path.with_suffix(".json")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(network: torch.nn.Module, card: ModelCard, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``network``'s weights to ``path`` (``.safetensors``) and ``card`` beside it (``.json``).
+
+    Both files are written atomically; the card records the weights' SHA-256.
+
+    Raises:
+        ValueError: if ``path`` does not end in ``.safetensors``.
+        FileExistsError: if either file exists and ``overwrite`` is false.
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"Model path must end in .safetensors, got {str(path)!r}.")
+    card_path = card_path_for(path)
+    if not overwrite:
+        for existing in (path, card_path):
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; pass --overwrite (overwrite=True) to replace it.")
+    tensors = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+    with atomic_output(path, overwrite=overwrite) as temporary:
+        save_file(tensors, str(temporary), metadata={"format": "medgan", "task": card.task})
+        card.weights_sha256 = sha256_of(Path(temporary))
+    with atomic_output(card_path, overwrite=overwrite) as temporary:
+        Path(temporary).write_text(card.to_json(), encoding="utf-8")
+    logger.info("Wrote model %s and its card %s", path, card_path)
+    return path
+
+
+def load_model_files(name_or_path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, ModelCard]:
+    """Build the network of a model file and load its weights; nothing is unpickled.
+
+    Raises:
+        FileNotFoundError: if the weights or the card are missing.
+        ValueError: if the card is invalid, the weights' checksum differs from the card's, or the weights do not
+            fit the network the card describes.
+    """
+    weights_path = resolve_model_path(name_or_path)
+    card_path = card_path_for(weights_path)
+    if not card_path.is_file():
+        raise FileNotFoundError(f"Model card {card_path} not found; a model file needs its .json card beside it.")
+    card = ModelCard.read(card_path)
+    if card.weights_sha256:
+        actual = sha256_of(weights_path)
+        if actual != card.weights_sha256:
+            raise ValueError(
+                f"Weights {weights_path} have SHA-256 {actual}, but the card {card_path} expects "
+                f"{card.weights_sha256}: the files do not belong together or one is damaged."
+            )
+    network = build_network(card.network["name"], card.network.get("kwargs", {}))
+    state = load_file(str(weights_path), device="cpu")
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"Weights {weights_path} do not fit network {card.network['name']!r}: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}."
+        )
+    network.to(device).eval()
+    return network, card

@@ -1,0 +1,59 @@
+"""Training checkpoints: tensors and plain values only, read back with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medgan.io.atomic import atomic_output
+
+logger = logging.getLogger(__name__)
+
+LATEST = "latest.pt"
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any], step: int) -> Path:
+    """Write ``state`` as ``checkpoints/step-NNNNNNN.pt`` and refresh ``checkpoints/latest.pt``, atomically."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:07d}.pt"
+    for target in (path, folder / LATEST):
+        with atomic_output(target, overwrite=True) as temporary:
+            torch.save(state, temporary)
+    logger.info("Saved checkpoint %s", path)
+    return path
+
+
+def load_checkpoint(run_dir_or_file: str | Path) -> dict[str, Any]:
+    """Load a checkpoint file, or the latest one of a run folder, without unpickling arbitrary objects.
+
+    Raises:
+        FileNotFoundError: if no checkpoint exists there.
+    """
+    path = Path(run_dir_or_file)
+    if path.is_dir():
+        path = path / "checkpoints" / LATEST
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} not found; pass a run folder that holds checkpoints/{LATEST}.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Random states a resumed run needs: the data generator, torch's global CPU state and Python's."""
+    version, internal, gauss = random.getstate()
+    return {
+        "data_generator": generator.get_state(),
+        "torch_cpu": torch.get_rng_state(),
+        "python": [version, list(internal), gauss],
+    }
+
+
+def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
+    generator.set_state(state["data_generator"])
+    torch.set_rng_state(state["torch_cpu"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))

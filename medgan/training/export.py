@@ -1,0 +1,79 @@
+"""Turn a training run into a model file: the generator's weights and a `ModelCard`."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from medgan import __version__
+from medgan.config import load_config
+from medgan.models.card import ModelCard
+from medgan.models.files import save_model
+from medgan.networks import build_network
+from medgan.tasks import get_task
+from medgan.training.checkpoints import load_checkpoint
+
+
+def _last_validation(log_path: Path) -> dict[str, float]:
+    if not log_path.is_file():
+        return {}
+    last: dict[str, float] = {}
+    with open(log_path, newline="", encoding="utf-8") as stream:
+        for row in csv.DictReader(stream):
+            if row.get("val_psnr_db"):
+                last = {"step": int(row["step"]), "val_psnr_db": float(row["val_psnr_db"]),
+                        "val_ssim": float(row["val_ssim"])}
+    return last
+
+
+def describe_training_data(config_dict: dict) -> str:
+    data = config_dict["data"]
+    if data["mode"] == "paired":
+        return f"Paired low/normal-dose volumes from manifest {data['manifest']}."
+    return (
+        f"Normal-dose volumes {', '.join(Path(v).name for v in data['volumes'])}, low dose simulated in the "
+        f"projection domain with dose fractions {data['dose_fraction_range']}, {data['photons_per_ray']:g} "
+        f"photons per ray at full dose, electronic noise {data['electronic_noise_std_photons']:g} photons, "
+        f"{data['n_views']} views."
+    )
+
+
+def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", checkpoint: str | Path | None = None,
+               overwrite: bool = False) -> Path:
+    """Write the generator of ``run_dir`` (its latest checkpoint unless ``checkpoint`` is given) as a model file.
+
+    Raises:
+        FileNotFoundError: if the run folder lacks ``config.yaml`` or a checkpoint.
+        FileExistsError: if the output exists and ``overwrite`` is false.
+    """
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path} not found; pass a folder written by 'medgan train'.")
+    config_dict = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    config = load_config(config_path)
+    state = load_checkpoint(checkpoint or run_dir)
+    generator = build_network(config.generator.name, config.generator.kwargs)
+    generator.load_state_dict(state["generator"])
+    validation = _last_validation(run_dir / "log.csv")
+    metrics = {}
+    if validation:
+        metrics["validation"] = {
+            **validation,
+            "protocol": f"window [-1000, 1000] HU mapped to [0, 1]; simulated dose fraction "
+                        f"{config.data.validation_dose_fraction}; PSNR and mean 2D SSIM over axial slices",
+        }
+    card = ModelCard(
+        task=config.task,
+        network={"name": config.generator.name, "kwargs": config.generator.kwargs},
+        intensity=get_task(config.task).intensity.to_dict(),
+        patch_size=tuple(config.data.patch_size),
+        training_data=describe_training_data(config_dict),
+        metrics=metrics,
+        medgan_version=__version__,
+        name=name or Path(output).stem,
+        notes=f"Exported from {run_dir.name} at step {int(state['step'])}.",
+    )
+    return save_model(generator, card, output, overwrite=overwrite)

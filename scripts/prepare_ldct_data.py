@@ -1,0 +1,111 @@
+"""Make the training and validation volumes of the shipped LDCT model from real CT slices.
+
+Real contiguous CT volumes cannot be had offline, so each real slice becomes a pseudo-volume: slice k is the
+real slice under a smooth random deformation whose displacement varies slowly with k. Anatomy then changes
+along the slice axis as in a real scan, while every pixel keeps real CT values and texture. Low dose is
+simulated later, on the fly, by the training pipeline.
+
+Sources (installed from PyPI, nothing is downloaded at run time):
+- pydicom-data 1.0.0 (MIT): explicit_VR-UN.dcm (abdomen, PANCREAS_0001), bad_sequence.dcm (Siemens, spine),
+  693_UNCI.dcm (head, CQ500-CT-310).
+- pydicom's test files (MIT): CT_small.dcm is NOT used here; it is the held-out test case.
+
+Usage: python scripts/prepare_ldct_data.py OUTDIR [--depth 24] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from medgan.io import Volume, read_volume, write_volume
+
+TRAIN_SOURCES = ["explicit_VR-UN.dcm", "bad_sequence.dcm"]
+VALIDATION_SOURCES = ["693_UNCI.dcm"]
+AIR_HU = -1024.0
+
+
+def pydicom_data_file(name: str) -> Path:
+    import data_store
+
+    path = Path(os.path.dirname(data_store.__file__)) / "data" / name
+    if not path.is_file():
+        raise FileNotFoundError(f"{name} not found in pydicom-data; install it with 'pip install pydicom-data'.")
+    return path
+
+
+def smooth_field(shape: tuple[int, int], sigma_px: float, amplitude_px: float, generator: torch.Generator) -> torch.Tensor:
+    """A (2, H, W) displacement field in pixels: white noise blurred by a Gaussian, scaled to ``amplitude_px`` RMS."""
+    noise = torch.randn((2, 1, *shape), generator=generator, dtype=torch.float64)
+    radius = int(3 * sigma_px)
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel = kernel / kernel.sum()
+    blurred = F.conv2d(F.pad(noise, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    blurred = F.conv2d(F.pad(blurred, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    blurred = blurred[:, 0]
+    return blurred * (amplitude_px / blurred.pow(2).mean().sqrt())
+
+
+def pseudo_volume(slice_hu: np.ndarray, depth: int, generator: torch.Generator, *, control_every: int = 6,
+                  sigma_px: float = 40.0, amplitude_px: float = 6.0) -> np.ndarray:
+    """Stack ``depth`` smoothly deformed copies of a (H, W) slice into a (depth, H, W) array."""
+    height, width = slice_hu.shape
+    n_controls = depth // control_every + 2
+    controls = torch.stack([smooth_field((height, width), sigma_px, amplitude_px, generator)
+                            for _ in range(n_controls)])
+    image = torch.from_numpy(slice_hu.astype(np.float64))[None, None]
+    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                            indexing="ij")
+    slices = []
+    for k in range(depth):
+        position = k / control_every
+        lower = int(position)
+        weight = position - lower
+        displacement = (1 - weight) * controls[lower] + weight * controls[lower + 1]
+        sample_x = (xs + displacement[0]) / (width - 1) * 2 - 1
+        sample_y = (ys + displacement[1]) / (height - 1) * 2 - 1
+        grid = torch.stack([sample_x, sample_y], dim=-1)[None]
+        warped = F.grid_sample(image - AIR_HU, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        slices.append((warped[0, 0] + AIR_HU).numpy())
+    return np.stack(slices).astype(np.float32)
+
+
+def make_volume(name: str, depth: int, generator: torch.Generator) -> Volume:
+    source = read_volume(pydicom_data_file(name))
+    # Pixels outside the scan field of view carry padding values far below air; treat them as air.
+    slice_hu = np.maximum(source.array[:, :, 0].T, AIR_HU)
+    stack = pseudo_volume(slice_hu, depth, generator)  # (D, H, W) = (k, j, i)
+    array = np.ascontiguousarray(np.transpose(stack, (2, 1, 0)))
+    spacing_i, spacing_j, _ = source.spacing_mm
+    affine = source.affine.copy()
+    # Slice spacing of the pseudo-volume: 1 mm, thinner than the sources' 5 mm slices, as the deformation is mild.
+    affine[:3, 2] = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
+    return Volume(array=array, affine=affine, modality="CT", metadata={"format": "nifti"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("outdir", type=Path)
+    parser.add_argument("--depth", type=int, default=24, help="slices per training pseudo-volume")
+    parser.add_argument("--validation-depth", type=int, default=4, help="slices per validation pseudo-volume")
+    parser.add_argument("--seed", type=int, default=0)
+    arguments = parser.parse_args()
+    generator = torch.Generator().manual_seed(arguments.seed)
+    for folder, sources, depth in (("train", TRAIN_SOURCES, arguments.depth),
+                                   ("validation", VALIDATION_SOURCES, arguments.validation_depth)):
+        (arguments.outdir / folder).mkdir(parents=True, exist_ok=True)
+        for name in sources:
+            volume = make_volume(name, depth, generator)
+            path = arguments.outdir / folder / (Path(name).stem + ".nii.gz")
+            write_volume(volume, path, overwrite=True)
+            print(f"{path}: {volume!r}")
+
+
+if __name__ == "__main__":
+    main()
