@@ -40,6 +40,8 @@ class DataConfig:
     photons_per_ray: float = 1.0e5
     electronic_noise_std_photons: float = 5.0
     n_views: int = 720
+    simulation: Literal["exact", "noise-bank"] = "exact"
+    noise_bank_size: int = 4
     thin_patch_probability: float = 0.2
     flips: bool = True
 
@@ -121,6 +123,12 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
             raise ConfigError(f"{key} must be a mapping, got {value!r}.")
         return dict(value)
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e6 (no dot) as a string; accept any text Python reads as a number.
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} must be a number, got {value!r}.")
         return float(value)
@@ -192,6 +200,7 @@ def validate(config: Config) -> Config:
     _check_range("data.photons_per_ray", data.photons_per_ray, 0, None, low_open=True)
     _check_range("data.electronic_noise_std_photons", data.electronic_noise_std_photons, 0)
     _check_range("data.n_views", data.n_views, 1)
+    _check_range("data.noise_bank_size", data.noise_bank_size, 1)
     _check_range("data.thin_patch_probability", data.thin_patch_probability, 0, 1)
     if data.mode == "simulate" and not data.volumes:
         raise ConfigError("data.volumes must list at least one normal-dose volume (file or folder) in simulate mode.")

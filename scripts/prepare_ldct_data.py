@@ -76,14 +76,21 @@ def pseudo_volume(slice_hu: np.ndarray, depth: int, generator: torch.Generator, 
     return np.stack(slices).astype(np.float32)
 
 
-def make_volume(name: str, depth: int, generator: torch.Generator) -> Volume:
+def make_volume(name: str, depth: int, generator: torch.Generator, downsample: int = 1) -> Volume:
     source = read_volume(pydicom_data_file(name))
     # Pixels outside the scan field of view carry padding values far below air; treat them as air.
     slice_hu = np.maximum(source.array[:, :, 0].T, AIR_HU)
+    if downsample > 1:
+        # Averaging blocks of pixels keeps HU and halves the cost of every projection per factor of 2.
+        rows, cols = (n // downsample * downsample for n in slice_hu.shape)
+        slice_hu = slice_hu[:rows, :cols].reshape(rows // downsample, downsample, cols // downsample, downsample)
+        slice_hu = slice_hu.mean(axis=(1, 3))
     stack = pseudo_volume(slice_hu, depth, generator)  # (D, H, W) = (k, j, i)
     array = np.ascontiguousarray(np.transpose(stack, (2, 1, 0)))
-    spacing_i, spacing_j, _ = source.spacing_mm
     affine = source.affine.copy()
+    affine[:3, :2] *= downsample
+    # The first voxel's centre moves to the centre of the first block of pixels.
+    affine[:3, 3] += source.affine[:3, :2] @ np.full(2, (downsample - 1) / 2)
     # Slice spacing of the pseudo-volume: 1 mm, thinner than the sources' 5 mm slices, as the deformation is mild.
     affine[:3, 2] = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
     return Volume(array=array, affine=affine, modality="CT", metadata={"format": "nifti"})
@@ -95,13 +102,17 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=24, help="slices per training pseudo-volume")
     parser.add_argument("--validation-depth", type=int, default=4, help="slices per validation pseudo-volume")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--downsample", type=int, default=2,
+                        help="in-plane block averaging of the training slices (validation keeps full resolution)")
     arguments = parser.parse_args()
     generator = torch.Generator().manual_seed(arguments.seed)
-    for folder, sources, depth in (("train", TRAIN_SOURCES, arguments.depth),
-                                   ("validation", VALIDATION_SOURCES, arguments.validation_depth)):
+    for folder, sources, depth, downsample in (
+        ("train", TRAIN_SOURCES, arguments.depth, arguments.downsample),
+        ("validation", VALIDATION_SOURCES, arguments.validation_depth, 1),
+    ):
         (arguments.outdir / folder).mkdir(parents=True, exist_ok=True)
         for name in sources:
-            volume = make_volume(name, depth, generator)
+            volume = make_volume(name, depth, generator, downsample)
             path = arguments.outdir / folder / (Path(name).stem + ".nii.gz")
             write_volume(volume, path, overwrite=True)
             print(f"{path}: {volume!r}")

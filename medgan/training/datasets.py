@@ -19,7 +19,7 @@ from medgan.config import DataConfig
 from medgan.inference.restorer import volume_to_tensor
 from medgan.io import Volume, read_volume
 from medgan.tasks import IntensityMapping
-from medgan.training.simulation import SliceNoiseSimulator
+from medgan.training.simulation import NoiseBank, SliceNoiseSimulator
 
 logger = logging.getLogger(__name__)
 
@@ -95,23 +95,29 @@ class PatchSampler:
         high_volumes: normal-dose volumes (HU), one per training case.
         low_volumes: paired low-dose volumes on the same grids, or ``None`` to simulate low dose.
 
+    ``generator`` seeds the noise bank when ``data.simulation`` is ``"noise-bank"``.
+
     With probability ``data.thin_patch_probability`` a patch is one slice repeated along D, noise included:
     networks with replicated-edge padding then learn what they will see on a single-slice input.
     """
 
     def __init__(self, data: DataConfig, intensity: IntensityMapping, high_volumes: list[Volume],
-                 low_volumes: list[Volume] | None = None) -> None:
+                 low_volumes: list[Volume] | None = None, generator: torch.Generator | None = None) -> None:
         if not high_volumes:
             raise ValueError("PatchSampler needs at least one volume.")
         self.data = data
         self.intensity = intensity
         self.high = [volume_to_tensor(v.array)[0, 0] for v in high_volumes]
         self.low = [volume_to_tensor(v.array)[0, 0] for v in low_volumes] if low_volumes is not None else None
-        self.simulators: list[SliceNoiseSimulator] | None = None
+        self.simulators: list[SliceNoiseSimulator | NoiseBank] | None = None
         if self.low is None:
             self.simulators = [
                 SliceNoiseSimulator(hu, _slice_spacing_mm(volume), data) for hu, volume in zip(self.high, high_volumes)
             ]
+            if data.simulation == "noise-bank":
+                bank_generator = generator if generator is not None else torch.Generator().manual_seed(0)
+                logger.info("Precomputing a noise bank of %d realizations per slice", data.noise_bank_size)
+                self.simulators = [NoiseBank(s, data.noise_bank_size, bank_generator) for s in self.simulators]
         voxels = torch.tensor([float(t.numel()) for t in self.high])
         self.volume_weights = voxels / voxels.sum()
 

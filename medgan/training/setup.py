@@ -58,7 +58,8 @@ def build_trainer(config: Config, run_dir: Path) -> GANTrainer:
     generator = build_network(config.generator.name, config.generator.kwargs)
     critic = build_network(config.critic.name, config.critic.kwargs)
     highs, lows = load_training_volumes(config.data)
-    sampler = PatchSampler(config.data, task.intensity, highs, lows)
+    sampler = PatchSampler(config.data, task.intensity, highs, lows,
+                           generator=torch.Generator().manual_seed(config.seed + 2))
     validation = build_validation_cases(config)
     logger.info("Training on %d volume(s), validating on %d, device %s", len(highs), len(validation), device)
     return GANTrainer(config, generator, critic, sampler, validation, task.intensity, run_dir, device)
