@@ -1,0 +1,115 @@
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from click.testing import CliRunner
+
+from medgan import __version__
+from medgan.cli.errors import EXIT_INVALID_INPUT, EXIT_OUTPUT_EXISTS
+from medgan.cli.main import cli
+from medgan.io import read_volume, write_volume
+from medgan.models import ModelCard, save_model
+from medgan.networks import build_network
+from medgan.tasks import get_task
+
+
+@pytest.fixture
+def identity_model(tmp_path):
+    card = ModelCard(task="ldct", network={"name": "identity", "kwargs": {}},
+                     intensity=get_task("ldct").intensity.to_dict(), patch_size=(2, 8, 8), name="identity")
+    return save_model(build_network("identity"), card, tmp_path / "identity.safetensors")
+
+
+@pytest.fixture
+def scan(tmp_path, ct_volume):
+    return write_volume(ct_volume, tmp_path / "scan.nii.gz")
+
+
+def run(*arguments):
+    return CliRunner().invoke(cli, [str(a) for a in arguments], catch_exceptions=False)
+
+
+def test_version_and_help():
+    assert __version__ in run("--version").output
+    result = run("infer", "--help")
+    assert result.exit_code == 0
+    assert "voxels" in result.output
+    assert "--overwrite" in result.output
+
+
+def test_infer_identity_keeps_geometry_and_values(tmp_path, scan, identity_model, ct_volume):
+    output = tmp_path / "out.nii.gz"
+    result = run("infer", scan, "-o", output, "--model", identity_model, "--device", "cpu", "--roi", 2, 8, 8)
+    assert result.exit_code == 0, result.output
+    restored = read_volume(output)
+    assert np.array_equal(restored.array, ct_volume.array)
+    assert np.allclose(restored.affine, ct_volume.affine, atol=1e-6)
+    assert (tmp_path / "out_preview.png").is_file()
+
+
+def test_infer_refuses_overwrite(tmp_path, scan, identity_model):
+    output = tmp_path / "out.nii.gz"
+    output.write_bytes(b"precious")
+    result = run("infer", scan, "-o", output, "--model", identity_model)
+    assert result.exit_code == EXIT_OUTPUT_EXISTS
+    assert "--overwrite" in result.output
+    assert output.read_bytes() == b"precious"
+    assert run("infer", scan, "-o", output, "--model", identity_model, "--overwrite").exit_code == 0
+    assert output.read_bytes() != b"precious"
+
+
+def test_infer_bad_input_exit_code_and_no_output(tmp_path, identity_model):
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"not a nifti file")
+    output = tmp_path / "out.nii.gz"
+    result = run("infer", broken, "-o", output, "--model", identity_model)
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "broken.nii.gz" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.nii.gz", "identity.json", "identity.safetensors"]
+
+
+def test_infer_unknown_model_is_usage_error(tmp_path, scan):
+    result = run("infer", scan, "-o", tmp_path / "o.nii.gz", "--model", "no-such-model")
+    assert result.exit_code == 2
+    assert "no-such-model" in result.output
+
+
+def test_infer_rejects_unsupported_suffix(tmp_path, scan, identity_model):
+    result = run("infer", scan, "-o", tmp_path / "out.png", "--model", identity_model)
+    assert result.exit_code == 2
+    assert ".nii.gz" in result.output
+
+
+def test_infer_dicom_folder(tmp_path, identity_model):
+    source = pydicom.dcmread(pydicom.data.get_testdata_file("CT_small.dcm"))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    source.save_as(folder / "slice.dcm")
+    expected = read_volume(folder)
+    output = tmp_path / "out.nii.gz"
+    result = run("infer", folder, "-o", output, "--model", identity_model, "--no-preview")
+    assert result.exit_code == 0, result.output
+    restored = read_volume(output)
+    assert np.array_equal(restored.array, expected.array)
+    assert np.allclose(restored.affine, expected.affine, atol=1e-5)
+    assert not (tmp_path / "out_preview.png").exists()
+
+
+def test_simulate_writes_noisier_volume(tmp_path, scan, ct_volume):
+    output = tmp_path / "low.nii.gz"
+    result = run("simulate", scan, "-o", output, "--dose-fraction", 0.25, "--views", 60)
+    assert result.exit_code == 0, result.output
+    low = read_volume(output)
+    assert low.shape == ct_volume.shape
+    assert np.allclose(low.affine, ct_volume.affine, atol=1e-6)
+    assert not np.array_equal(low.array, ct_volume.array)
+
+
+def test_train_rejects_bad_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("task: ldct\ndata:\n  volumes: [x]\ntrain:\n  stepz: 3\n")
+    result = run("train", "--config", config, "--run-dir", tmp_path / "run")
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "stepz" in result.output

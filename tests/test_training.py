@@ -1,0 +1,130 @@
+import csv
+
+import numpy as np
+import pytest
+import torch
+
+from medgan.config import load_config
+from medgan.io import Volume, write_volume
+from medgan.training import build_trainer
+from medgan.training.checkpoints import load_checkpoint
+from medgan.training.export import export_run
+from medgan.models import load_model_files
+from tests.conftest import oblique_affine
+
+
+def phantom_volume() -> Volume:
+    """A 29 x 27 x 6 water body with bone and fat inserts in air, in HU."""
+    i, j = np.meshgrid(np.arange(29) - 14.0, np.arange(27) - 13.0, indexing="ij")
+    slice_hu = np.where(i**2 / 144 + j**2 / 100 < 1, 40.0, -1000.0)
+    slice_hu[(i - 4) ** 2 + j**2 < 6] = 700.0
+    slice_hu[(i + 5) ** 2 + (j - 2) ** 2 < 5] = -100.0
+    return Volume(np.repeat(slice_hu[:, :, None], 6, axis=2), oblique_affine((1.5, 1.5, 2.0)), "CT")
+
+
+def tiny_config(tmp_path, steps, warmup, extra=()):
+    write_volume(phantom_volume(), tmp_path / "train" / "phantom.nii.gz") if (tmp_path / "train").mkdir() is None else None
+    return load_config(None, [
+        f"data.volumes=[{tmp_path / 'train'}]",
+        "data.patch_size=[4, 16, 16]",
+        "data.n_views=48",
+        "data.photons_per_ray=2.0e4",
+        "data.simulation=noise-bank",
+        "data.noise_bank_size=2",
+        "generator.name=red-cnn-3d",
+        "generator.kwargs={channels: 8, depth: 2}",
+        "critic.kwargs={in_channels: 2, channels: 4, n_layers: 2}",
+        f"train.steps={steps}",
+        f"train.warmup_steps={warmup}",
+        "train.batch_size=2",
+        "train.lr_generator=2.0e-3",
+        "train.validate_every=1000",
+        "train.checkpoint_every=5",
+        *extra,
+    ])
+
+
+def read_log(run_dir):
+    with open(run_dir / "log.csv", newline="") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_few_steps_lower_training_loss(tmp_path):
+    config = tiny_config(tmp_path, steps=60, warmup=60,
+                         extra=["data.dose_fraction_range=[0.25, 0.25]", "data.thin_patch_probability=0.0"])
+    trainer = build_trainer(config, tmp_path / "run")
+    low, high = trainer.sample_batch(8, torch.Generator().manual_seed(99))
+    with torch.no_grad():
+        before = torch.nn.functional.l1_loss(trainer.generator(low), high).item()
+    trainer.fit()
+    with torch.no_grad():
+        after = torch.nn.functional.l1_loss(trainer.generator.eval()(low), high).item()
+    assert len(read_log(tmp_path / "run")) == 60
+    assert after < 0.85 * before
+
+
+def test_adversarial_steps_log_every_term(tmp_path):
+    config = tiny_config(tmp_path, steps=3, warmup=1, extra=["train.n_critic=2"])
+    trainer = build_trainer(config, tmp_path / "run")
+    trainer.fit()
+    rows = read_log(tmp_path / "run")
+    assert rows[0]["phase"] == "warmup"
+    assert rows[-1]["phase"] == "adversarial"
+    for key in ("critic_loss", "gradient_penalty", "generator_adversarial_loss", "content_loss", "generator_loss"):
+        assert np.isfinite(float(rows[-1][key])), key
+
+
+def test_critic_is_unfrozen_after_generator_step(tmp_path):
+    config = tiny_config(tmp_path, steps=2, warmup=0)
+    trainer = build_trainer(config, tmp_path / "run")
+    trainer.fit()
+    assert all(p.requires_grad for p in trainer.critic.parameters())
+
+
+def test_resume_continues_identically(tmp_path):
+    config = tiny_config(tmp_path, steps=10, warmup=5)
+    straight = build_trainer(config, tmp_path / "straight")
+    straight.fit()
+
+    config_half = tiny_config_from(config, steps=5)
+    first = build_trainer(config_half, tmp_path / "resumed")
+    first.fit()
+    second = build_trainer(config, tmp_path / "resumed")
+    second.resume(tmp_path / "resumed")
+    assert second.step == 5
+    second.fit()
+    for key, value in straight.generator.state_dict().items():
+        assert torch.allclose(value, second.generator.state_dict()[key], atol=1e-6), key
+
+
+def tiny_config_from(config, steps):
+    import copy
+
+    clone = copy.deepcopy(config)
+    clone.train.steps = steps
+    return clone
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path):
+    config = tiny_config(tmp_path, steps=5, warmup=5)
+    build_trainer(config, tmp_path / "run").fit()
+    state = load_checkpoint(tmp_path / "run")
+    assert state["step"] == 5
+    assert set(state) >= {"generator", "critic", "optimizer_generator", "optimizer_critic", "rng"}
+
+
+def test_export_writes_loadable_model(tmp_path):
+    import yaml
+
+    config = tiny_config(tmp_path, steps=5, warmup=5)
+    run_dir = tmp_path / "run"
+    trainer = build_trainer(config, run_dir)
+    trainer.fit()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    path = export_run(run_dir, tmp_path / "model.safetensors", name="tiny")
+    network, card = load_model_files(path)
+    assert card.name == "tiny"
+    assert card.task == "ldct"
+    x = torch.randn(1, 1, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(network(x), trainer.generator.eval()(x))
