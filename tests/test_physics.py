@@ -362,8 +362,10 @@ def test_low_dose_rejects_invalid_inputs():
 
     with pytest.raises(ValueError, match="hu"):
         transform(torch.zeros(32, 32), (1.0, 1.0))
-    with pytest.raises(ValueError, match="pixel_spacing_mm"):
+    with pytest.raises(ValueError, match="spacing_mm"):
         transform(torch.zeros(1, 32, 32), (1.0, 0.0))
+    with pytest.raises(ValueError, match="spacing_mm"):
+        transform(torch.zeros(1, 32, 32), 1.0)
     with pytest.raises(ValueError, match="roi"):
         transform(torch.zeros(1, 32, 32), (1.0, 1.0), roi=(0, 40, 0, 32))
 
@@ -391,7 +393,8 @@ def test_random_low_dose_replays_from_params():
     assert params_other["dose_fraction"] != params["dose_fraction"]
     assert not torch.equal(low_hu, other)
     assert torch.equal(replay, low_hu)
-    assert torch.equal(LowDoseCT.from_params(params)(hu, spacing_mm, torch.Generator().manual_seed(params["seed"])), low_hu)
+    from_params = LowDoseCT.from_params(params)(hu, spacing_mm, torch.Generator().manual_seed(params["seed"]))
+    assert torch.equal(from_params, low_hu)
 
 
 def test_random_low_dose_cached_sinogram_matches_call():
