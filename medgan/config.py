@@ -249,7 +249,8 @@ def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None), apply overrides, and validate.
 
-    Relative paths inside ``data`` are resolved against the config file's folder.
+    Relative paths in a config file (``run_dir`` and those inside ``data``) are resolved against the file's
+    folder; without a file they are relative to the working directory.
 
     Raises:
         ConfigError: for invalid YAML, unknown keys, wrong types or out-of-range values.
@@ -274,6 +275,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _apply_override(data, key_path, value)
     config = _build(Config, data, "")
     config.data = _resolve_paths(config.data, base)
+    if path is not None and not Path(config.run_dir).expanduser().is_absolute():
+        config.run_dir = str(base / config.run_dir)
     return validate(config)
 
 

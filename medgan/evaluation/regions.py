@@ -1,0 +1,51 @@
+"""Uniform regions of a CT slice, found automatically, for noise and HU-bias measurements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Region:
+    """An axis-aligned box ``array[i0:i1, j0:j1, k0:k1]`` of an ``(i, j, k)`` volume."""
+
+    i0: int
+    i1: int
+    j0: int
+    j1: int
+    k0: int
+    k1: int
+
+    def take(self, array: np.ndarray) -> np.ndarray:
+        return array[self.i0:self.i1, self.j0:self.j1, self.k0:self.k1]
+
+
+def find_uniform_region(reference_hu: np.ndarray, size: int = 11, hu_range: tuple[float, float] = (-200.0, 200.0),
+                        stride: int = 2) -> Region:
+    """Return the ``size`` x ``size`` in-plane box (all slices) whose reference values vary least.
+
+    Only boxes whose mean lies in ``hu_range`` (soft tissue by default) and whose values all lie within
+    ``hu_range`` widened by 300 HU are considered, so air, bone and their edges are avoided.
+
+    Raises:
+        ValueError: if no box qualifies.
+    """
+    if reference_hu.ndim != 3:
+        raise ValueError(f"reference_hu must be an (i, j, k) array, got shape {reference_hu.shape}.")
+    low, high = hu_range
+    best: tuple[float, Region] | None = None
+    n_i, n_j, n_k = reference_hu.shape
+    for i0 in range(0, n_i - size + 1, stride):
+        for j0 in range(0, n_j - size + 1, stride):
+            box = reference_hu[i0:i0 + size, j0:j0 + size, :]
+            mean = float(box.mean())
+            if not low <= mean <= high or box.min() < low - 300 or box.max() > high + 300:
+                continue
+            spread = float(box.std())
+            if best is None or spread < best[0]:
+                best = (spread, Region(i0, i0 + size, j0, j0 + size, 0, n_k))
+    if best is None:
+        raise ValueError(f"No {size} x {size} box with mean HU in {hu_range} was found; pass another hu_range.")
+    return best[1]
