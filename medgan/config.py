@@ -26,7 +26,7 @@ class DataConfig:
     """Where training volumes come from and how patches are drawn.
 
     ``mode: simulate`` reads normal-dose volumes (``volumes``: files or folders) and simulates low dose on the
-    fly; ``mode: paired`` reads a CSV ``manifest`` with ``low`` and ``high`` columns of paths.
+    fly. ``mode: paired`` reads a CSV ``manifest`` with ``low`` and ``high`` columns of paths.
     """
 
     mode: Literal["simulate", "paired"] = "simulate"
@@ -250,7 +250,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """Load a YAML config (or the defaults when ``path`` is None), apply overrides, and validate.
 
     Relative paths in a config file (``run_dir`` and those inside ``data``) are resolved against the file's
-    folder; without a file they are relative to the working directory.
+    folder. Without a file they are relative to the working directory.
 
     Raises:
         ConfigError: for invalid YAML, unknown keys, wrong types or out-of-range values.

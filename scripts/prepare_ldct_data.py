@@ -40,7 +40,7 @@ def pydicom_data_file(name: str) -> Path:
 
 
 def smooth_field(shape: tuple[int, int], sigma_px: float, amplitude_px: float, generator: torch.Generator) -> torch.Tensor:
-    """A (2, H, W) displacement field in pixels: white noise blurred by a Gaussian, scaled to ``amplitude_px`` RMS."""
+    """Draw a (2, H, W) displacement field in pixels: Gaussian-blurred white noise with ``amplitude_px`` RMS."""
     noise = torch.randn((2, 1, *shape), generator=generator, dtype=torch.float64)
     radius = int(3 * sigma_px)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)

@@ -105,3 +105,14 @@ def test_shipped_default_model_loads():
     restorer = load_model("ldct-default", device="cpu")
     assert restorer.card.task == "ldct"
     assert restorer.card.metrics
+
+
+def test_model_files_get_default_permissions(tmp_path):
+    import os
+    import stat
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = save_model(trained_like_network(), card_for({"channels": 4, "depth": 2}), tmp_path / "m.safetensors")
+    for written in (path, path.with_suffix(".json")):
+        assert stat.S_IMODE(written.stat().st_mode) == 0o666 & ~umask

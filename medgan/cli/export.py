@@ -16,14 +16,19 @@ from medgan.cli.options import overwrite_option
 @click.option("--name", default="", help="Model name recorded in the card. Default: the output's stem.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A specific checkpoint file of the run. Default: the latest.")
+@click.option("--training-data", default="",
+              help="What the training volumes are and where they come from; stored in the card before the "
+                   "description generated from the run's config.")
 @overwrite_option
-def export(run_dir: Path, output: Path, name: str, checkpoint: Path | None, overwrite: bool) -> None:
+def export(run_dir: Path, output: Path, name: str, checkpoint: Path | None, training_data: str,
+           overwrite: bool) -> None:
     """Export the generator of RUN_DIR as a safetensors model file with its JSON model card."""
     from medgan.cli.errors import InvalidInput, OutputExists
     from medgan.training.export import export_run
 
     try:
-        path = export_run(run_dir, output, name=name, checkpoint=checkpoint, overwrite=overwrite)
+        path = export_run(run_dir, output, name=name, checkpoint=checkpoint, training_data=training_data,
+                          overwrite=overwrite)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
     except (FileNotFoundError, ValueError) as error:

@@ -43,7 +43,7 @@ def _default_output(scan: Path) -> Path:
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Windows per network call; larger is faster on a GPU and needs more memory.")
 @click.option("--series-uid", default=None,
-              help="SeriesInstanceUID to read when the DICOM folder holds several series.")
+              help="SeriesInstanceUID to read when the DICOM folder contains several series.")
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG of the middle slices: input | output | difference. Default: OUTPUT's name with _preview.png.")
 @click.option("--no-preview", is_flag=True, default=False, help="Do not write the PNG preview.")

@@ -26,7 +26,7 @@ logger = logging.getLogger("medgan.cli")
 @click.option("--views", "n_views", type=click.IntRange(min=1), default=720, show_default=True,
               help="Projection angles over 180 degrees.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise; one seed, one output.")
-@click.option("--series-uid", default=None, help="SeriesInstanceUID to read when the DICOM folder holds several.")
+@click.option("--series-uid", default=None, help="SeriesInstanceUID to read when the DICOM folder contains several series.")
 @overwrite_option
 def simulate(scan: Path, output: Path, dose_fraction: float, photons_per_ray: float,
              electronic_noise_std_photons: float, n_views: int, seed: int, series_uid: str | None,

@@ -49,6 +49,10 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool, *, directory: b
 
     try:
         yield temporary
+        if not directory and temporary.exists():
+            # Writers that replace the file (safetensors does) bring back private permissions, so apply the
+            # default ones again just before the rename.
+            _apply_default_permissions(temporary, directory)
         _move_into_place(temporary, target, overwrite, directory)
     except BaseException:
         _remove(temporary)

@@ -127,7 +127,7 @@ class PatchSampler:
         return _PatchBox(start=start, size=size)  # type: ignore[arg-type]
 
     def sample_pair(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One ``(low, high)`` pair of ``(1, D, H, W)`` patches in network units."""
+        """Draw one ``(low, high)`` pair of ``(1, D, H, W)`` patches in network units."""
         index = int(torch.multinomial(self.volume_weights, 1, generator=generator).item())
         high_volume = self.high[index]
         box = self._draw_box(tuple(high_volume.shape), generator)

@@ -41,8 +41,10 @@ def describe_training_data(config_dict: dict) -> str:
 
 
 def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", checkpoint: str | Path | None = None,
-               overwrite: bool = False) -> Path:
+               training_data: str = "", overwrite: bool = False) -> Path:
     """Write the generator of ``run_dir`` (its latest checkpoint unless ``checkpoint`` is given) as a model file.
+
+    ``training_data`` is prepended to the card's generated description of the data and its simulation.
 
     Raises:
         FileNotFoundError: if the run folder lacks ``config.yaml`` or a checkpoint.
@@ -70,7 +72,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
         network={"name": config.generator.name, "kwargs": config.generator.kwargs},
         intensity=get_task(config.task).intensity.to_dict(),
         patch_size=tuple(config.data.patch_size),
-        training_data=describe_training_data(config_dict),
+        training_data=" ".join(part for part in (training_data, describe_training_data(config_dict)) if part),
         metrics=metrics,
         medgan_version=__version__,
         name=name or Path(output).stem,

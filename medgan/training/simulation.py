@@ -1,9 +1,9 @@
 """Low-dose noise for training patches, with each slice's clean sinogram computed once and cached.
 
 A patch needs the noise of its own pixels only, but the noise of a projection-domain simulation depends on
-every ray through the whole slice. Projecting a slice is the expensive part, so each slice is projected once;
-each sample then draws fresh Poisson noise on the cached sinogram and back-projects it onto the patch's pixels
-alone, which filtered back-projection allows because it is evaluated pixel by pixel.
+every ray through the whole slice. Projecting a slice is the expensive part, so each slice is projected once.
+Each sample then draws fresh Poisson noise on the cached sinogram and back-projects it onto the patch's pixels
+alone. Filtered back-projection allows this because it is evaluated pixel by pixel.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class SliceNoiseSimulator:
         self._sinograms: dict[int, torch.Tensor] = {}
 
     def clean_sinogram(self, index: int) -> torch.Tensor:
-        """The noise-free line integrals of slice ``index``, ``(n_views, n_detectors)``, cached."""
+        """Return the noise-free line integrals of slice ``index``, ``(n_views, n_detectors)``, computed once."""
         if index not in self._sinograms:
             mu = hu_to_mu(self.hu[index:index + 1].double())
             self._sinograms[index] = forward_project(mu, self.geometry)[0].float()
