@@ -12,12 +12,17 @@ PixelSpacing[0] is the distance between rows, and ``step`` is ``slice_gap * norm
 
 Enhanced multi-frame CT/MR files, which store the same attributes in per-frame functional groups, are read
 frame by frame. Multi-frame files without functional groups are rejected.
+
+Uneven slice gaps (a missing slice, mixed spacing) are rejected unless the caller passes ``resample_z=True``.
+Then the slices are interpolated linearly along the normal onto a uniform grid that keeps the first and last
+slice positions.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +60,21 @@ _DECODER_HINT = (
     "pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg"
 )
 _MAX_LISTED = 10  # files or groups named in one error message
+# pydicom converts an element's value when it is first accessed, and a damaged element then raises one of these
+# (NotImplementedError, a RuntimeError, for an unknown VR; struct.error for a bad binary length; UnicodeDecodeError,
+# a ValueError, for undecodable text). The reader turns them into VolumeReadError naming the file.
+_DAMAGED_VALUE_ERRORS = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    OverflowError,
+    EOFError,
+    OSError,
+    RuntimeError,
+    struct.error,
+)
 
 
 @dataclass
@@ -80,13 +100,18 @@ class _Slice:
 
 
 def read_dicom_series(
-    folder: str | os.PathLike[str], *, series_uid: str | None = None, recursive: bool = False
+    folder: str | os.PathLike[str],
+    *,
+    series_uid: str | None = None,
+    recursive: bool = False,
+    resample_z: bool = False,
 ) -> Volume:
     """Read the DICOM image series in ``folder`` into one volume.
 
     Every file in the folder (and its subfolders when ``recursive``) is tried. Files that are not DICOM, or are
     DICOM without pixel data (such as DICOMDIR), are skipped. Slices are grouped by SeriesInstanceUID, and a
-    folder with several series needs ``series_uid`` to select one.
+    folder with several series needs ``series_uid`` to select one. With ``resample_z``, slices with uneven gaps
+    are interpolated onto a uniform grid (see :func:`_resample_slices`) instead of being rejected.
 
     Raises:
         VolumeReadError: if the folder has no DICOM images, several series and no ``series_uid``, a
@@ -107,11 +132,15 @@ def read_dicom_series(
         )
     else:
         records = next(iter(series.values()))
-    return _assemble(records, directory)
+    return _assemble(records, directory, resample_z)
 
 
-def read_dicom_file(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+def read_dicom_file(
+    path: str | os.PathLike[str], *, series_uid: str | None = None, resample_z: bool = False
+) -> Volume:
     """Read a single DICOM file: a one-slice volume, or every frame of an enhanced multi-frame file.
+
+    ``resample_z`` applies to the frames of an enhanced multi-frame file as in :func:`read_dicom_series`.
 
     Raises:
         VolumeReadError: if the file is not DICOM, has no pixel data, belongs to another series than
@@ -123,10 +152,10 @@ def read_dicom_file(path: str | os.PathLike[str], *, series_uid: str | None = No
         raise VolumeReadError(f"{source} is not a DICOM file (no 128-byte preamble followed by 'DICM').")
     if not _has_pixel_data(dataset):
         raise VolumeReadError(f"{source} is a DICOM file without pixel data (SOP class {_sop_class(dataset)}).")
-    uid = str(dataset.get("SeriesInstanceUID", ""))
+    uid, records = _interpret_header(source, dataset)
     if series_uid is not None and uid != series_uid:
         raise VolumeReadError(f"{source} belongs to series {uid}, not to the requested series {series_uid}.")
-    return _assemble(_slices_from_dataset(source, dataset), source)
+    return _assemble(records, source, resample_z)
 
 
 def _scan_folder(directory: Path, recursive: bool) -> dict[str, list[_Slice]]:
@@ -143,8 +172,8 @@ def _scan_folder(directory: Path, recursive: bool) -> dict[str, list[_Slice]]:
             logger.debug("Skipping %s: DICOM without pixel data (SOP class %s)", path, _sop_class(dataset))
             without_pixels += 1
             continue
-        uid = str(dataset.get("SeriesInstanceUID", ""))
-        series.setdefault(uid, []).extend(_slices_from_dataset(path, dataset))
+        uid, records = _interpret_header(path, dataset)
+        series.setdefault(uid, []).extend(records)
 
     if not series:
         message = (
@@ -171,13 +200,30 @@ def _read_dataset(path: Path) -> Dataset | None:
         raise VolumeReadError(f"Failed to read DICOM file {path}: {error}") from error
 
 
+def _interpret_header(path: Path, dataset: Dataset) -> tuple[str, list[_Slice]]:
+    """Return the SeriesInstanceUID and the slices of a DICOM file with pixel data.
+
+    Raises:
+        VolumeReadError: if an attribute is missing or invalid, or its value cannot be decoded.
+    """
+    try:
+        return str(dataset.get("SeriesInstanceUID", "")), _slices_from_dataset(path, dataset)
+    except VolumeReadError:
+        raise
+    except _DAMAGED_VALUE_ERRORS as error:
+        raise VolumeReadError(f"Failed to read the DICOM attributes of {path}: {error}") from error
+
+
 def _has_pixel_data(dataset: Dataset) -> bool:
     return any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
 
 
 def _sop_class(dataset: Dataset) -> str:
-    uid = dataset.get("SOPClassUID")
-    return f"{uid.name} {uid}" if uid is not None else "unknown"
+    try:
+        uid = dataset.get("SOPClassUID")
+        return f"{uid.name} {uid}" if uid is not None else "unknown"
+    except _DAMAGED_VALUE_ERRORS:
+        return "unreadable"
 
 
 def _slices_from_dataset(path: Path, dataset: Dataset) -> list[_Slice]:
@@ -300,16 +346,22 @@ def _describe_all(series: dict[str, list[_Slice]]) -> str:
 def _describe_series(uid: str, records: list[_Slice]) -> str:
     first = records[0]
     dataset = first.dataset if first.dataset is not None else Dataset()
-    number = dataset.get("SeriesNumber", "?")
-    description = dataset.get("SeriesDescription", "")
+    try:
+        number = dataset.get("SeriesNumber", "?")
+        description = dataset.get("SeriesDescription", "")
+    except _DAMAGED_VALUE_ERRORS:
+        number, description = "(unreadable)", "(unreadable)"
     return (
         f"  SeriesInstanceUID {uid or '(missing)'}: SeriesNumber {number}, SeriesDescription {description!r}, "
         f"{len(records)} slices of {first.rows} x {first.columns} (Rows x Columns)"
     )
 
 
-def _assemble(records: list[_Slice], source: Path) -> Volume:
-    """Check that the slices form one regular grid, then stack them into a volume with its affine."""
+def _assemble(records: list[_Slice], source: Path, resample_z: bool = False) -> Volume:
+    """Check that the slices form one regular grid, then stack them into a volume with its affine.
+
+    With ``resample_z``, slices with uneven gaps are interpolated onto a uniform grid instead of being rejected.
+    """
     _check_consistent(records)
     row_cosine, column_cosine, normal = _orientation(records[0])
     distances = np.array([record.position @ normal for record in records])
@@ -319,7 +371,14 @@ def _assemble(records: list[_Slice], source: Path) -> Volume:
     _check_duplicates(ordered, distances)
 
     row_spacing, column_spacing = (float(value) for value in ordered[0].pixel_spacing)
-    step = _slice_step(ordered, distances, normal, min(row_spacing, column_spacing))
+    smallest_pixel_spacing = min(row_spacing, column_spacing)
+    targets = None
+    if resample_z and len(ordered) > 1 and _has_uneven_gaps(distances):
+        targets = _uniform_grid(distances)
+        direction = _stack_direction(ordered, distances, normal, smallest_pixel_spacing)
+        step = direction * (targets[1] - targets[0])
+    else:
+        step = _slice_step(ordered, distances, normal, smallest_pixel_spacing)
 
     lps = np.eye(4)
     lps[:3, 0] = row_cosine * column_spacing
@@ -327,9 +386,16 @@ def _assemble(records: list[_Slice], source: Path) -> Volume:
     lps[:3, 2] = step
     lps[:3, 3] = ordered[0].position
 
-    metadata = _series_metadata(ordered)
+    try:
+        metadata = _series_metadata(ordered)
+    except _DAMAGED_VALUE_ERRORS as error:
+        raise VolumeReadError(f"Failed to read the series attributes of {ordered[0].label}: {error}") from error
     array = _stack_pixels(ordered)
     reject_nonfinite(array, source)
+    if targets is not None:
+        # "files", "sop_instance_uids" and "rescale" still list the measured slices. "source_slices" gives, for
+        # each slice of the resampled volume, the indexes into those lists that it was computed from.
+        array, metadata["source_slices"] = _resample_slices(array, distances, targets, source)
 
     modality = metadata["modality"] if metadata["modality"] in ("CT", "MR") else ""
     if not modality:
@@ -410,9 +476,7 @@ def _slice_step(ordered: list[_Slice], distances: np.ndarray, normal: np.ndarray
         return normal * _single_slice_spacing(ordered[0])
 
     gaps = np.diff(distances)
-    median_gap = float(np.median(gaps))
-    tolerance = max(_GAP_TOLERANCE_FRACTION * median_gap, _GAP_TOLERANCE_MM)
-    deviations = np.abs(gaps - median_gap)
+    median_gap, tolerance, deviations = _gap_deviations(distances)
     if deviations.max() > tolerance:
         worst = int(np.argmax(deviations))
         values, counts = np.unique(np.round(gaps, 3), return_counts=True)
@@ -421,21 +485,50 @@ def _slice_step(ordered: list[_Slice], distances: np.ndarray, normal: np.ndarray
             f"Uneven slice spacing: the gaps between slice positions are {found}, but must all be within "
             f"{tolerance:.3g} mm of the median gap {median_gap:.4g} mm. The largest deviation is between "
             f"{ordered[worst].label} and {ordered[worst + 1].label}. A slice may be missing, or the folder may "
-            "contain several series."
+            "contain several series. To interpolate the slices onto a uniform grid instead, pass --resample-z "
+            "(resample_z=True in Python)."
         )
+    direction = _stack_direction(ordered, distances, normal, pixel_spacing)
+    return direction * (distances[-1] - distances[0]) / (len(ordered) - 1)
 
+
+def _gap_deviations(distances: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Return the median gap between sorted slice positions, the allowed deviation and each gap's deviation (mm)."""
+    gaps = np.diff(distances)
+    median_gap = float(np.median(gaps))
+    tolerance = max(_GAP_TOLERANCE_FRACTION * median_gap, _GAP_TOLERANCE_MM)
+    return median_gap, tolerance, np.abs(gaps - median_gap)
+
+
+def _has_uneven_gaps(distances: np.ndarray) -> bool:
+    _, tolerance, deviations = _gap_deviations(distances)
+    return bool(deviations.max() > tolerance)
+
+
+def _stack_direction(
+    ordered: list[_Slice], distances: np.ndarray, normal: np.ndarray, pixel_spacing: float
+) -> np.ndarray:
+    """Return the LPS displacement of the slice position per millimetre along the normal.
+
+    For an ordinary stack this is the normal itself. For a tilted stack (CT gantry tilt) it also has an in-plane
+    component, which gives the affine a shear.
+
+    Raises:
+        VolumeReadError: if the slice positions do not lie on one straight line.
+    """
     # Offsets of each slice from the line through the first slice along the normal.
     offsets = np.array([record.position - ordered[0].position for record in ordered])
-    in_plane = offsets - np.outer(distances - distances[0], normal)
+    along_normal = distances - distances[0]
+    in_plane = offsets - np.outer(along_normal, normal)
     # NOTE: offsets below this tolerance are treated as IPP rounding, so the affine stays orthogonal and may
     # misplace slices by up to this much.
     in_plane_tolerance = max(_IN_PLANE_TOLERANCE_FRACTION * pixel_spacing, _GAP_TOLERANCE_MM)
     if np.linalg.norm(in_plane, axis=1).max() <= in_plane_tolerance:
-        return normal * (distances[-1] - distances[0]) / (len(ordered) - 1)
+        return normal
 
-    # The stack is tilted (typically CT gantry tilt): use the measured step, which gives a sheared affine.
-    step = offsets[-1] / (len(ordered) - 1)
-    residuals = offsets - np.outer(np.arange(len(ordered)), step)
+    # The stack is tilted: follow the line from the first to the last slice position.
+    direction = offsets[-1] / along_normal[-1]
+    residuals = offsets - np.outer(along_normal, direction)
     deviation = float(np.linalg.norm(residuals, axis=1).max())
     if deviation > in_plane_tolerance:
         raise VolumeReadError(
@@ -443,14 +536,71 @@ def _slice_step(ordered: list[_Slice], distances: np.ndarray, normal: np.ndarray
             f"up to {deviation:.3g} mm (tolerance {in_plane_tolerance:.3g} mm), so the slices do not form a "
             "regular 3D grid."
         )
-    tilt = np.degrees(np.arccos(np.clip(abs(step @ normal) / np.linalg.norm(step), -1.0, 1.0)))
+    tilt = np.degrees(np.arccos(np.clip(1.0 / np.linalg.norm(direction), -1.0, 1.0)))
     logger.warning(
         "The slices starting at %s are stacked at %.2f degrees from their normal (gantry tilt). The affine has "
         "shear so that each slice keeps its DICOM position.",
         ordered[0].label,
         tilt,
     )
-    return step
+    return direction
+
+
+def _uniform_grid(distances: np.ndarray) -> np.ndarray:
+    """Return evenly spaced positions along the normal from the first to the last slice, about a median gap apart.
+
+    The number of gaps is the span in median gaps, rounded half up. So the spacing equals the median gap whenever
+    the span is a whole number of median gaps, as when slices are missing from a regular series.
+    """
+    median_gap, _, _ = _gap_deviations(distances)
+    span = float(distances[-1] - distances[0])
+    count = max(int(np.floor(span / median_gap + 0.5)), 1) + 1
+    return np.linspace(distances[0], distances[-1], count)
+
+
+def _resample_slices(
+    array: np.ndarray, distances: np.ndarray, targets: np.ndarray, source: Path
+) -> tuple[np.ndarray, list[list[int]]]:
+    """Interpolate the slices (sorted, at ``distances`` along the normal) linearly onto the ``targets`` positions.
+
+    A target within the gap tolerance of a slice takes that slice's values unchanged. Returns the new array and,
+    for each new slice, the indexes of the one or two source slices it was computed from.
+    """
+    spacing = float(targets[1] - targets[0])
+    tolerance = max(_GAP_TOLERANCE_FRACTION * spacing, _GAP_TOLERANCE_MM)
+    resampled = np.empty(array.shape[:2] + (len(targets),), dtype=np.float32)
+    sources: list[list[int]] = []
+    for k, target in enumerate(targets):
+        nearest = int(np.argmin(np.abs(distances - target)))
+        if abs(distances[nearest] - target) <= tolerance:
+            resampled[:, :, k] = array[:, :, nearest]
+            sources.append([nearest])
+            continue
+        upper = int(np.searchsorted(distances, target))
+        lower = upper - 1
+        weight = (target - distances[lower]) / (distances[upper] - distances[lower])
+        below = array[:, :, lower].astype(np.float64)
+        above = array[:, :, upper].astype(np.float64)
+        resampled[:, :, k] = (1.0 - weight) * below + weight * above
+        sources.append([lower, upper])
+
+    median_gap, _, _ = _gap_deviations(distances)
+    gaps = np.diff(distances)
+    interpolated = sum(1 for indexes in sources if len(indexes) == 2)
+    logger.warning(
+        "Resampled %s onto a uniform slice grid because its slice gaps are uneven (median %.4g mm, smallest "
+        "%.4g mm, largest %.4g mm): %d slices became %d slices %.4g mm apart, keeping the first and last slice "
+        "positions. %d slices were interpolated linearly along the slice normal and are not measured data.",
+        source,
+        median_gap,
+        gaps.min(),
+        gaps.max(),
+        len(distances),
+        len(targets),
+        spacing,
+        interpolated,
+    )
+    return resampled, sources
 
 
 def _single_slice_spacing(record: _Slice) -> float:
@@ -501,9 +651,13 @@ def _transfer_syntax(dataset: Dataset) -> str:
 def _stack_pixels(ordered: list[_Slice]) -> np.ndarray:
     """Decode each slice, apply its RescaleSlope/RescaleIntercept and stack the slices as (column, row, slice)."""
     first = ordered[0]
-    array = np.empty((first.columns, first.rows, len(ordered)), dtype=np.float32)
+    array: np.ndarray | None = None
     for k, record in enumerate(ordered):
         pixels = _decode(record)
+        if array is None:
+            # Allocate only after the first slice has decoded to Rows x Columns, so that a damaged header cannot
+            # request gigabytes that its pixel data does not back.
+            array = np.empty((first.columns, first.rows, len(ordered)), dtype=np.float32)
         values = pixels.astype(np.float64) * record.slope + record.intercept
         array[:, :, k] = values.T
         # Release the file's pixel data, which pydicom caches on the dataset. Frames of a multi-frame file
@@ -512,6 +666,7 @@ def _stack_pixels(ordered: list[_Slice]) -> np.ndarray:
             record.dataset = None
     for record in ordered:
         record.dataset = None
+    assert array is not None  # a series has at least one slice
     return array
 
 
@@ -520,7 +675,7 @@ def _decode(record: _Slice) -> np.ndarray:
     assert dataset is not None
     try:
         pixels = dataset.pixel_array
-    except (RuntimeError, ValueError, AttributeError, KeyError, OSError) as error:
+    except _DAMAGED_VALUE_ERRORS as error:
         # pydicom 3 raises NotImplementedError (a RuntimeError) when no installed plugin supports the transfer
         # syntax, and RuntimeError when every plugin failed.
         syntax = _transfer_syntax(dataset)

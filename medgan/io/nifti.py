@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import zlib
 from pathlib import Path
@@ -23,6 +24,9 @@ logger = logging.getLogger(__name__)
 # and nearly every tool reads it as millimetres, so this module does too.
 _MILLIMETRES_PER_UNIT = {"mm": 1.0, "unknown": 1.0, "meter": 1000.0, "micron": 0.001}
 _DEFAULT_XFORM_CODE = 1  # NIFTI_XFORM_SCANNER_ANAT
+# Deflate emits at least 2 bits for each length/distance pair, which copies at most 258 bytes, so gzip data cannot
+# expand by more than 258 * 8 / 2 = 1032 times.
+_MAX_DEFLATE_RATIO = 1032
 
 
 def read_nifti(path: str | os.PathLike[str]) -> Volume:
@@ -39,7 +43,7 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     source = Path(path)
     try:
         image = nib.load(source)
-    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as error:
+    except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, OverflowError, zlib.error) as error:
         raise VolumeReadError(f"Failed to read NIfTI file {source}: {error}") from error
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise VolumeReadError(f"{source} is not a single-file NIfTI image (nibabel loaded {type(image).__name__}).")
@@ -47,15 +51,23 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     header = image.header
     shape = tuple(int(n) for n in image.shape)
     _check_shape(shape, source)
+    _check_data_size(header, shape, source)
 
     try:
         data = image.get_fdata(dtype=np.float32)
-    except (OSError, EOFError, ValueError, zlib.error) as error:
+    except (OSError, EOFError, ValueError, OverflowError, zlib.error) as error:
         raise VolumeReadError(f"Failed to read the voxel data of {source}: {error}") from error
     data = _to_3d(data)
     reject_nonfinite(data, source)
 
-    spatial_unit, temporal_unit = header.get_xyzt_units()
+    try:
+        spatial_unit, temporal_unit = header.get_xyzt_units()
+    except KeyError as error:
+        raise VolumeReadError(
+            f"{source} has an invalid xyzt_units code {int(header['xyzt_units'])}, so the unit of its affine is "
+            "unknown. Set the spatial unit (for example with nibabel's header.set_xyzt_units('mm')) and save the "
+            "file again."
+        ) from error
     affine = np.array(image.affine, dtype=np.float64)
     qform_code = int(header["qform_code"])
     sform_code = int(header["sform_code"])
@@ -131,6 +143,8 @@ def write_nifti(
 def _check_shape(shape: tuple[int, ...], source: Path) -> None:
     if len(shape) < 2:
         raise VolumeReadError(f"{source} has {len(shape)} dimension(s) {shape}; a volume needs 2 or 3.")
+    if any(n < 1 for n in shape):
+        raise VolumeReadError(f"{source} is damaged: its header gives the shape {shape}, with sizes below 1.")
     extra = shape[3:]
     if any(n != 1 for n in extra):
         raise VolumeReadError(
@@ -138,6 +152,28 @@ def _check_shape(shape: tuple[int, ...], source: Path) -> None:
             "medgan reads one 3D volume; extract one first (for example with nibabel's image slicing or "
             "fslroi)."
         )
+
+
+def _check_data_size(header: Any, shape: tuple[int, ...], source: Path) -> None:
+    """Reject a file too small for the voxel data its header describes, before nibabel allocates a buffer for it."""
+    offset = int(header.get_data_offset())
+    data_bytes = math.prod(shape) * header.get_data_dtype().itemsize
+    needed = offset + data_bytes
+    file_bytes = source.stat().st_size
+    compressed = source.name.lower().endswith(".gz")
+    if needed <= (file_bytes * _MAX_DEFLATE_RATIO if compressed else file_bytes):
+        return
+    if compressed:
+        problem = (
+            f"its header describes {data_bytes} bytes of voxel data (shape {shape}), more than a "
+            f"{file_bytes}-byte gzip file can hold"
+        )
+    else:
+        problem = (
+            f"its header describes {data_bytes} bytes of voxel data (shape {shape}) from byte "
+            f"{offset}, but the file has {file_bytes} bytes"
+        )
+    raise VolumeReadError(f"{source} is truncated or its header is damaged: {problem}. Export the file again.")
 
 
 def _to_3d(data: np.ndarray) -> np.ndarray:

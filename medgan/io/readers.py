@@ -24,6 +24,8 @@ ITK_READ_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 ITK_WRITE_SUFFIXES = (".nrrd", ".mha")
 WRITE_SUFFIXES = NIFTI_SUFFIXES + ITK_WRITE_SUFFIXES
 OUTPUT_DTYPES = ("float32", "int16")
+# Output formats by name, with the file suffixes each accepts. "dicom" writes a folder, so it has no suffix.
+FORMAT_SUFFIXES = {"nifti": NIFTI_SUFFIXES, "nrrd": (".nrrd",), "mha": (".mha",), "dicom": ()}
 
 # DICOM and ITK use LPS+ world coordinates, while Volume.affine uses RAS+: negate x and y.
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -38,17 +40,23 @@ class VolumeReadError(ValueError):
     """An input exists but cannot be read as one 3D volume with a valid geometry."""
 
 
-def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) -> Volume:
+def read_volume(
+    path: str | os.PathLike[str], *, series_uid: str | None = None, resample_z: bool = False
+) -> Volume:
     """Read a volume from a DICOM folder, a DICOM file, NIfTI, NRRD or MetaImage.
 
     A directory is read as one DICOM series (``series_uid`` selects one when the folder contains several). Files
     are dispatched on their suffix. A file with another suffix is read as DICOM when it starts with the DICOM
     preamble and ``DICM`` marker.
 
+    DICOM slices with uneven gaps (such as a missing slice) are rejected. With ``resample_z=True`` they are
+    instead interpolated linearly along the slice normal onto a uniform grid that keeps the first and last slice
+    positions, and a warning gives the number of interpolated slices.
+
     Raises:
         FileNotFoundError: if ``path`` does not exist.
         VolumeReadError: for an unsupported format, or an input that is not one valid 3D volume.
-        ValueError: if ``series_uid`` is given for a non-DICOM input.
+        ValueError: if ``series_uid`` or ``resample_z`` is given for a non-DICOM input.
     """
     source = Path(path)
     if not source.exists():
@@ -57,16 +65,21 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
     if source.is_dir():
         from medgan.io.dicom import read_dicom_series
 
-        return read_dicom_series(source, series_uid=series_uid)
+        return read_dicom_series(source, series_uid=series_uid, resample_z=resample_z)
 
     suffix = format_suffix(source)
     if suffix == ".dcm" or (suffix not in NIFTI_SUFFIXES + ITK_READ_SUFFIXES and has_dicom_preamble(source)):
         from medgan.io.dicom import read_dicom_file
 
-        return read_dicom_file(source, series_uid=series_uid)
+        return read_dicom_file(source, series_uid=series_uid, resample_z=resample_z)
 
     if series_uid is not None:
         raise ValueError(f"series_uid applies only to DICOM input, but {source} is a {suffix} file.")
+    if resample_z:
+        raise ValueError(
+            f"resample_z applies only to DICOM input, but {source} is a {suffix} file. Resample it with another "
+            "tool, or read it without resample_z."
+        )
     if suffix in NIFTI_SUFFIXES:
         from medgan.io.nifti import read_nifti
 
@@ -79,22 +92,45 @@ def read_volume(path: str | os.PathLike[str], *, series_uid: str | None = None) 
 
 
 def write_volume(
-    volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False, dtype: str = "float32"
+    volume: Volume,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    dtype: str | None = None,
+    format: str | None = None,
 ) -> Path:
-    """Write a volume to NIfTI-1 (``.nii``, ``.nii.gz``), NRRD (``.nrrd``) or MetaImage (``.mha``).
+    """Write a volume to NIfTI-1 (``.nii``, ``.nii.gz``), NRRD (``.nrrd``), MetaImage (``.mha``) or DICOM.
 
-    The file is written under a temporary name in the same folder and renamed onto ``path`` only when
-    complete. ``dtype`` is ``"float32"`` (exact) or ``"int16"`` (rounded, values outside the int16 range are
-    clipped with a warning). Returns the written path.
+    Without ``format`` the file suffix selects the format. ``format="dicom"`` writes a derived DICOM series into
+    the folder ``path`` with :func:`medgan.io.dicom_write.write_dicom_series`, which needs a volume read from
+    DICOM (call that function directly to pass a reference series or descriptions). Files and folders are
+    written under a temporary name in the same parent folder and renamed onto ``path`` only when complete.
+    ``dtype`` is ``"float32"`` (exact, the default for files) or ``"int16"`` (rounded, values outside the int16
+    range are clipped with a warning). DICOM output is always int16. Returns the written path.
 
     Raises:
-        ValueError: for an unsupported suffix or ``dtype``, or voxels that are NaN or infinite.
+        ValueError: for an unsupported suffix, ``format`` or ``dtype``, a suffix that does not match
+            ``format``, or voxels that are NaN or infinite.
         FileExistsError: if ``path`` exists and ``overwrite`` is false.
     """
     if not isinstance(volume, Volume):
         raise TypeError(f"write_volume expects a medgan.io.Volume, got {type(volume).__name__}.")
     target = Path(path)
     suffix = format_suffix(target)
+    if format is not None and format not in FORMAT_SUFFIXES:
+        raise ValueError(f"Unsupported output format {format!r}; expected one of {', '.join(FORMAT_SUFFIXES)}.")
+    if format == "dicom":
+        if dtype not in (None, "int16"):
+            raise ValueError(f"DICOM output is always int16, so dtype {dtype!r} is invalid. Pass dtype=None.")
+        from medgan.io.dicom_write import write_dicom_series
+
+        return write_dicom_series(volume, target, overwrite=overwrite)
+    if format is not None and suffix not in FORMAT_SUFFIXES[format]:
+        raise ValueError(
+            f"{target} does not end with a {format} suffix ({', '.join(FORMAT_SUFFIXES[format])}). "
+            "Change the suffix or the format."
+        )
+    dtype = dtype or "float32"
     if suffix in NIFTI_SUFFIXES:
         from medgan.io.nifti import write_nifti
 
