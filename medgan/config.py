@@ -79,6 +79,10 @@ class TrainConfig:
     checkpoint_every: int = 200
     device: str = "auto"
     threads: int = 0
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    ema_decay: float = 0.999
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    preview_every: int = 0
 
 
 @dataclass
@@ -215,6 +219,10 @@ def validate(config: Config) -> Config:
     for key in ("steps", "batch_size", "n_critic", "validate_every", "checkpoint_every"):
         _check_range(f"train.{key}", getattr(train, key), 1)
     _check_range("train.warmup_steps", train.warmup_steps, 0)
+    _check_range("train.ema_decay", train.ema_decay, 0, 1)
+    _check_range("train.preview_every", train.preview_every, 0)
+    if train.ema_decay == 1:
+        raise ConfigError("train.ema_decay must be below 1 (1 would freeze the average), got 1.")
     _check_range("train.threads", train.threads, 0)
     _check_range("train.lr_generator", train.lr_generator, 0, None, low_open=True)
     _check_range("train.lr_critic", train.lr_critic, 0, None, low_open=True)

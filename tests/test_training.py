@@ -127,4 +127,59 @@ def test_export_writes_loadable_model(tmp_path):
     assert card.task == "ldct"
     x = torch.randn(1, 1, 4, 16, 16)
     with torch.no_grad():
-        assert torch.equal(network(x), trainer.generator.eval()(x))
+        assert torch.equal(network(x), trainer.ema.average(x))
+
+
+def test_resume_is_bit_exact(tmp_path):
+    config = tiny_config(tmp_path, steps=8, warmup=3, extra=["train.lr_schedule=cosine"])
+    straight = build_trainer(config, tmp_path / "straight")
+    straight.fit()
+    first = build_trainer(config, tmp_path / "resumed")
+    first.fit(until_step=4)
+    second = build_trainer(config, tmp_path / "resumed")
+    second.resume(tmp_path / "resumed")
+    second.fit()
+    for name in ("generator", "critic"):
+        expected = getattr(straight, name).state_dict()
+        for key, value in getattr(second, name).state_dict().items():
+            assert torch.equal(value, expected[key]), f"{name}.{key}"
+    for key, value in second.ema.state_dict().items():
+        assert torch.equal(value, straight.ema.state_dict()[key]), f"ema.{key}"
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_stays_finite(tmp_path, precision):
+    config = tiny_config(tmp_path, steps=50, warmup=10, extra=[f"train.precision={precision}",
+                                                               "train.checkpoint_every=50"])
+    trainer = build_trainer(config, tmp_path / "run")
+    trainer.fit()
+    rows = read_log(tmp_path / "run")
+    for row in rows:
+        for key in ("content_loss", "generator_loss", "critic_loss", "gradient_penalty"):
+            if row[key]:
+                assert np.isfinite(float(row[key])), (row["step"], key)
+    for value in trainer.generator.state_dict().values():
+        assert torch.isfinite(value).all()
+
+
+def test_zero_gradient_critic_stays_finite(tmp_path):
+    config = tiny_config(tmp_path, steps=4, warmup=0, extra=["train.precision=bf16"])
+    trainer = build_trainer(config, tmp_path / "run")
+    for parameter in trainer.critic.parameters():
+        torch.nn.init.zeros_(parameter)  # every score is 0, so the critic's input gradient is exactly zero
+    record = trainer.train_step()
+    assert record["gradient_penalty"] == pytest.approx(1.0)  # (||0|| - 1)^2
+    for key in ("critic_loss", "generator_loss"):
+        assert np.isfinite(record[key]), key
+
+
+def test_ema_follows_generator(tmp_path):
+    config = tiny_config(tmp_path, steps=3, warmup=3, extra=["train.ema_decay=0.5"])
+    trainer = build_trainer(config, tmp_path / "run")
+    before = [p.clone() for p in trainer.ema.average.parameters()]
+    trainer.fit()
+    moved = [not torch.equal(a, b) for a, b in zip(before, trainer.ema.average.parameters())]
+    assert any(moved)
+    for average, current in zip(trainer.ema.average.parameters(), trainer.generator.parameters()):
+        assert not average.requires_grad
+        assert average.shape == current.shape

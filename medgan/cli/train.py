@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import sys
@@ -32,8 +33,9 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     """Train a 3D GAN restorer: n_critic critic steps with gradient penalty per generator step.
 
     \b
-    Example:
+    Examples:
       medgan train --task ldct --config configs/ldct.yaml --set train.steps=1000
+      torchrun --nproc-per-node 4 -m medgan train --config configs/ldct.yaml
     """
     from medgan.cli.errors import InvalidInput, OutputExists
 
@@ -57,19 +59,24 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
                                      param_hint="--task")
     run_dir = run_dir or Path(config.run_dir)
     checkpoints = run_dir / "checkpoints"
+    # Under torchrun every rank runs this command; rank 0 alone prepares the run folder and shows progress.
+    is_main = int(os.environ.get("RANK", "0")) == 0
     if checkpoints.exists() and not resume:
         if not overwrite:
-            raise OutputExists(f"{run_dir} already holds checkpoints; pass --resume to continue it or "
+            raise OutputExists(f"{run_dir} already contains checkpoints; pass --resume to continue the run or "
                                "--overwrite to start again from scratch.")
-        shutil.rmtree(checkpoints)
-        (run_dir / "log.csv").unlink(missing_ok=True)
+        if is_main:
+            shutil.rmtree(checkpoints)
+            (run_dir / "log.csv").unlink(missing_ok=True)
     if resume and not checkpoints.exists():
-        raise click.BadParameter(f"{run_dir} holds no checkpoints to resume.", param_hint="--resume")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-    with open(run_dir / "run.log", "a", encoding="utf-8") as stream:
-        stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
-                     f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n")
+        raise click.BadParameter(f"{run_dir} contains no checkpoints to resume.", param_hint="--resume")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+        with open(run_dir / "run.log", "a", encoding="utf-8") as stream:
+            stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+                         f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n"
+                         f"world size: {os.environ.get('WORLD_SIZE', '1')}\n")
 
     try:
         trainer = build_trainer(config, run_dir)
@@ -78,7 +85,8 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     if resume:
         trainer.resume(run_dir)
 
-    with tqdm(total=config.train.steps, initial=trainer.step, unit="step", disable=not progress_enabled()) as bar:
+    with tqdm(total=config.train.steps, initial=trainer.step, unit="step",
+              disable=not (progress_enabled() and is_main)) as bar:
         def on_step(record: dict) -> None:
             bar.update(1)
             shown = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
@@ -89,5 +97,6 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
                             record["val_ssim"])
 
         trainer.fit(on_step)
-    click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
-               f"Export a model with: medgan export {run_dir} -o model.safetensors")
+    if is_main:
+            click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
+                   f"Export a model with: medgan export {run_dir} -o model.safetensors")

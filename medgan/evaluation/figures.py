@@ -85,3 +85,17 @@ def save_preview_png(
     with atomic_output(path, overwrite=overwrite) as temporary:
         canvas.save(temporary, format="PNG")
     return path
+
+
+def save_validation_preview(low: np.ndarray, restored: np.ndarray, target: np.ndarray, path: str | Path, *,
+                            window: tuple[float, float] = SOFT_TISSUE_WINDOW_HU,
+                            difference_range: float = DIFFERENCE_RANGE_HU) -> Path:
+    """Write one ``(H, W)`` slice as input | output | target | output - target, the difference in
+    ``[-difference_range, difference_range]``; an existing file is replaced."""
+    tiles = [_to_gray(low, *window), _to_gray(restored, *window), _to_gray(target, *window),
+             _to_gray(restored - target, -difference_range, difference_range)]
+    canvas = Image.fromarray(np.concatenate(tiles, axis=1))
+    path = Path(path)
+    with atomic_output(path, overwrite=True) as temporary:
+        canvas.save(temporary, format="PNG")
+    return path

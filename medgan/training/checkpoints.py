@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from medgan.io.atomic import atomic_output
@@ -43,12 +44,15 @@ def load_checkpoint(run_dir_or_file: str | Path) -> dict[str, Any]:
 
 
 def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Random states a resumed run needs: the data generator, torch's global CPU state and Python's."""
+    """Random states a resumed run needs: the data generator, torch's global CPU state, NumPy's and Python's."""
     version, internal, gauss = random.getstate()
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "data_generator": generator.get_state(),
         "torch_cpu": torch.get_rng_state(),
         "python": [version, list(internal), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(position), int(has_gauss),
+                  float(cached_gaussian)],
     }
 
 
@@ -57,3 +61,6 @@ def restore_rng_state(state: dict[str, Any], generator: torch.Generator) -> None
     torch.set_rng_state(state["torch_cpu"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))

@@ -58,7 +58,8 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
     config = load_config(config_path)
     state = load_checkpoint(checkpoint or run_dir)
     generator = build_network(config.generator.name, config.generator.kwargs)
-    generator.load_state_dict(state["generator"])
+    # The moving average is what validation scored, so it is what ships; older checkpoints lack it.
+    generator.load_state_dict(state.get("ema", state["generator"]))
     validation = _last_validation(run_dir / "log.csv")
     metrics = {}
     if validation:

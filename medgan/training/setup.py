@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -19,6 +20,7 @@ from medgan.training.datasets import (
     load_training_volumes,
     read_pairs_manifest,
 )
+from medgan.training import distributed
 from medgan.training.simulation import SliceNoiseSimulator
 from medgan.training.trainer import GANTrainer, ValidationCase
 
@@ -55,6 +57,9 @@ def build_trainer(config: Config, run_dir: Path) -> GANTrainer:
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
+    distributed.init_from_environment(device)
+    if device.type == "cuda" and distributed.is_distributed():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     generator = build_network(config.generator.name, config.generator.kwargs)
     critic = build_network(config.critic.name, config.critic.kwargs)
     highs, lows = load_training_volumes(config.data)

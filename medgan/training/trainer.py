@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +18,18 @@ from medgan.evaluation.metrics import HU_WINDOW_WIDE, psnr, ssim_slices, windowe
 from medgan.inference.sliding_window import sliding_window_inference
 from medgan.losses import content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
 from medgan.tasks import IntensityMapping
+from medgan.training import distributed
 from medgan.training.checkpoints import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from medgan.training.ema import ModelEMA
 
 logger = logging.getLogger(__name__)
 
 LOG_COLUMNS = [
     "step", "phase", "critic_loss", "wasserstein_distance", "gradient_penalty", "generator_adversarial_loss",
-    "content_loss", "generator_loss", "val_psnr_db", "val_ssim", "seconds",
+    "content_loss", "generator_loss", "lr_generator", "val_psnr_db", "val_ssim", "seconds", "patches_per_second",
 ]
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -35,6 +41,10 @@ class ValidationCase:
     high: torch.Tensor
 
 
+def _cosine_factor(total_steps: int) -> Callable[[int], float]:
+    return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
 class GANTrainer:
     """Train a generator against a conditional critic.
 
@@ -42,13 +52,19 @@ class GANTrainer:
     "Improved Training of Wasserstein GANs", NeurIPS 2017):
 
     1. Critic step, repeated ``n_critic`` times on fresh batches: gradients are zeroed inside the loop, the
-       generator's output is detached, and the loss is ``D(low, fake) - D(low, high) + lambda * GP``.
+       generator's output is detached, and the loss is ``D(low, fake) - D(low, high) + lambda * GP``. The
+       penalty runs in float32 outside autocast and differentiates the critic's raw scores, so a loss scaler
+       never touches it.
     2. Generator step with the critic frozen (``requires_grad`` off): the loss is
        ``adversarial_weight * -D(low, G(low)) + content_weight * content(G(low), high)``.
 
     During the first ``warmup_steps`` steps only the content loss trains the generator, which gives the critic
     a sensible generator to judge. The critic is conditional: it scores the channel concatenation of the
-    low-quality input and a candidate, so it judges restoration rather than realism alone.
+    low-quality input and a candidate, so it judges restoration rather than realism alone. An exponential
+    moving average of the generator (``train.ema_decay``) is what validation scores and export writes.
+
+    Under ``torchrun`` every rank draws its own patches and gradients are averaged over ranks before each
+    optimizer step (see `medgan.training.distributed`); rank 0 alone validates, logs and writes checkpoints.
 
     Args:
         config: the validated configuration.
@@ -57,7 +73,7 @@ class GANTrainer:
             network units.
         validation: whole volumes scored every ``validate_every`` steps.
         intensity: mapping from network units back to physical units for validation metrics.
-        run_dir: folder for the CSV log and checkpoints.
+        run_dir: folder for the CSV log, previews and checkpoints.
         device: torch device for both networks.
     """
 
@@ -76,16 +92,26 @@ class GANTrainer:
         self.device = device
         self.generator = generator.to(device)
         self.critic = critic.to(device)
+        distributed.broadcast_parameters(self.generator)
+        distributed.broadcast_parameters(self.critic)
         self.sample_batch = sample_batch
         self.validation = validation
         self.intensity = intensity
         self.run_dir = Path(run_dir)
+        self.is_main = distributed.rank() == 0
         train = config.train
         self.optimizer_generator = torch.optim.Adam(self.generator.parameters(), lr=train.lr_generator,
                                                     betas=tuple(train.betas))
         self.optimizer_critic = torch.optim.Adam(self.critic.parameters(), lr=train.lr_critic,
                                                  betas=tuple(train.betas))
-        self.data_generator = torch.Generator().manual_seed(config.seed)
+        # The learning rates are a function of the step alone, so a resumed run needs no scheduler state.
+        self.lr_factor = _cosine_factor(train.steps) if train.lr_schedule == "cosine" else (lambda step: 1.0)
+        use_scaler = train.precision == "fp16"
+        self.scaler_generator = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.scaler_critic = torch.amp.GradScaler(device.type, enabled=use_scaler)
+        self.ema = ModelEMA(self.generator, train.ema_decay)
+        # Ranks draw different patches from generators seeded apart.
+        self.data_generator = torch.Generator().manual_seed(config.seed + 1000 * distributed.rank())
         self.step = 0
         self.log_path = self.run_dir / "log.csv"
 
@@ -96,8 +122,11 @@ class GANTrainer:
             "step": self.step,
             "generator": self.generator.state_dict(),
             "critic": self.critic.state_dict(),
+            "ema": self.ema.state_dict(),
             "optimizer_generator": self.optimizer_generator.state_dict(),
             "optimizer_critic": self.optimizer_critic.state_dict(),
+            "scaler_generator": self.scaler_generator.state_dict(),
+            "scaler_critic": self.scaler_critic.state_dict(),
             "rng": capture_rng_state(self.data_generator),
         }
 
@@ -106,6 +135,11 @@ class GANTrainer:
         self.critic.load_state_dict(state["critic"])
         self.optimizer_generator.load_state_dict(state["optimizer_generator"])
         self.optimizer_critic.load_state_dict(state["optimizer_critic"])
+        # Checkpoints of medgan 0.1.0 before the EMA, schedules and scalers existed lack these keys.
+        self.ema.load_state_dict(state.get("ema", state["generator"]))
+        for key in ("scaler_generator", "scaler_critic"):
+            if key in state and state[key]:
+                getattr(self, key).load_state_dict(state[key])
         restore_rng_state(state["rng"], self.data_generator)
         self.step = int(state["step"])
 
@@ -116,49 +150,72 @@ class GANTrainer:
 
     # Steps -----------------------------------------------------------------------------------------------
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[precision])
+
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         low, high = self.sample_batch(self.config.train.batch_size, self.data_generator)
         return low.to(self.device), high.to(self.device)
 
+    def _apply(self, loss: torch.Tensor, module: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler) -> None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        distributed.average_gradients(module)
+        scaler.step(optimizer)
+        scaler.update()
+
     def critic_step(self) -> dict[str, float]:
-        """One critic update on a fresh batch; returns its loss terms."""
+        """Run one critic update on a fresh batch and return its loss terms."""
         low, high = self._batch()
         self.optimizer_critic.zero_grad(set_to_none=True)
-        with torch.no_grad():
+        with torch.no_grad(), self._autocast():
             fake = self.generator(low)
-        score_real = self.critic(torch.cat([low, high], dim=1))
-        score_fake = self.critic(torch.cat([low, fake], dim=1))
+        fake = fake.float()
+        with self._autocast():
+            score_real = self.critic(torch.cat([low, high], dim=1))
+            score_fake = self.critic(torch.cat([low, fake], dim=1))
         wasserstein = critic_loss(score_real, score_fake)
         penalty = gradient_penalty(self.critic, high, fake, condition=low, generator=self.data_generator)
         loss = wasserstein + self.config.loss.gradient_penalty_weight * penalty
-        loss.backward()
-        self.optimizer_critic.step()
+        self._apply(loss, self.critic, self.optimizer_critic, self.scaler_critic)
         return {"critic_loss": loss.item(), "wasserstein_distance": -wasserstein.item(),
                 "gradient_penalty": penalty.item()}
 
     def generator_step(self, adversarial: bool) -> dict[str, float]:
-        """One generator update; the critic is frozen and only scores when ``adversarial`` is true."""
+        """Run one generator update; the critic is frozen and only scores when ``adversarial`` is true."""
         low, high = self._batch()
         self.optimizer_generator.zero_grad(set_to_none=True)
-        fake = self.generator(low)
+        with self._autocast():
+            fake = self.generator(low)
         content = content_loss(fake, high, self.config.loss.content)
         loss = self.config.loss.content_weight * content
         terms = {"content_loss": content.item()}
         if adversarial:
             self.critic.requires_grad_(False)
             try:
-                adversarial_loss = generator_adversarial_loss(self.critic(torch.cat([low, fake], dim=1)))
+                with self._autocast():
+                    score = self.critic(torch.cat([low, fake], dim=1))
+                adversarial_loss = generator_adversarial_loss(score)
             finally:
                 self.critic.requires_grad_(True)
             loss = loss + self.config.loss.adversarial_weight * adversarial_loss
             terms["generator_adversarial_loss"] = adversarial_loss.item()
-        loss.backward()
-        self.optimizer_generator.step()
+        self._apply(loss, self.generator, self.optimizer_generator, self.scaler_generator)
+        self.ema.update(self.generator)
         terms["generator_loss"] = loss.item()
         return terms
 
     def train_step(self) -> dict[str, Any]:
         """Run one full step: critic updates (after warm-up) and one generator update."""
+        factor = self.lr_factor(self.step)
+        for optimizer, base in ((self.optimizer_generator, self.config.train.lr_generator),
+                                (self.optimizer_critic, self.config.train.lr_critic)):
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
         adversarial = self.step >= self.config.train.warmup_steps and self.config.loss.adversarial_weight > 0
         record: dict[str, Any] = {"phase": "adversarial" if adversarial else "warmup"}
         if adversarial:
@@ -166,28 +223,43 @@ class GANTrainer:
             for key in critic_terms[0]:
                 record[key] = sum(t[key] for t in critic_terms) / len(critic_terms)
         record.update(self.generator_step(adversarial))
+        record["lr_generator"] = self.optimizer_generator.param_groups[0]["lr"]
         self.step += 1
         record["step"] = self.step
+        for key, value in list(record.items()):
+            if isinstance(value, float) and key != "lr_generator":
+                record[key] = distributed.average_scalar(value, self.device)
         return record
 
     # Validation ------------------------------------------------------------------------------------------
 
     def validate(self) -> dict[str, float]:
-        """PSNR and SSIM in the ``HU_WINDOW_WIDE`` window over the validation volumes, averaged over cases."""
+        """Score the EMA generator on the validation volumes: PSNR and SSIM in ``HU_WINDOW_WIDE``, case means."""
         if not self.validation:
             return {}
-        self.generator.eval()
+        network = self.ema.average
         psnrs, ssims = [], []
         patch = tuple(self.config.data.patch_size)
-        for case in self.validation:
-            restored = sliding_window_inference(case.low, self.generator, patch, overlap=0.25,
-                                                batch_size=1, device=self.device)
+        for index, case in enumerate(self.validation):
+            restored = sliding_window_inference(case.low, network, patch, overlap=0.25, batch_size=1,
+                                                device=self.device)
             reference = windowed(self.intensity.inverse(case.high[0, 0].double()), HU_WINDOW_WIDE)
             candidate = windowed(self.intensity.inverse(restored[0, 0].double()), HU_WINDOW_WIDE)
             psnrs.append(psnr(reference, candidate))
             ssims.append(ssim_slices(reference, candidate))
-        self.generator.train()
+            if index == 0 and self.config.train.preview_every and self.step % self.config.train.preview_every == 0:
+                self._save_preview(case, restored)
         return {"val_psnr_db": sum(psnrs) / len(psnrs), "val_ssim": sum(ssims) / len(ssims)}
+
+    def _save_preview(self, case: ValidationCase, restored: torch.Tensor) -> None:
+        from medgan.evaluation.figures import save_validation_preview
+
+        middle = case.low.shape[2] // 2
+        slices = [self.intensity.inverse(t[0, 0, middle].double()).numpy()
+                  for t in (case.low, restored, case.high)]
+        path = self.run_dir / "previews" / f"step-{self.step:07d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_validation_preview(*slices, path)
 
     # Loop ------------------------------------------------------------------------------------------------
 
@@ -200,25 +272,34 @@ class GANTrainer:
             writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value)
                              for key, value in record.items()})
 
-    def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None,
+            until_step: int | None = None) -> dict[str, Any]:
         """Train until ``train.steps``, logging every step to ``log.csv`` and checkpointing on schedule.
 
-        Returns the last step's record (with validation metrics when the last step validated).
+        ``until_step`` stops earlier, after writing a checkpoint, as an interrupted run would; the schedules still
+        follow ``train.steps``. Returns the last step's record (with validation metrics when it validated).
         """
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         train = self.config.train
         self.generator.train()
         self.critic.train()
         record: dict[str, Any] = {}
         started = time.perf_counter()
-        while self.step < train.steps:
+        patches_per_step = train.batch_size * distributed.world_size()
+        last_step = train.steps if until_step is None else min(until_step, train.steps)
+        while self.step < last_step:
+            step_started = time.perf_counter()
             record = self.train_step()
-            if self.step % train.validate_every == 0 or self.step == train.steps:
-                record.update(self.validate())
-            record["seconds"] = time.perf_counter() - started
-            self._write_log_row(record)
-            if self.step % train.checkpoint_every == 0 or self.step == train.steps:
-                save_checkpoint(self.run_dir, self.state_dict(), self.step)
-            if on_step is not None:
-                on_step(record)
+            n_batches = 1 + (train.n_critic if record["phase"] == "adversarial" else 0)
+            record["patches_per_second"] = n_batches * patches_per_step / (time.perf_counter() - step_started)
+            if self.is_main:
+                if self.step % train.validate_every == 0 or self.step == train.steps:
+                    record.update(self.validate())
+                record["seconds"] = time.perf_counter() - started
+                self._write_log_row(record)
+                if self.step % train.checkpoint_every == 0 or self.step == last_step:
+                    save_checkpoint(self.run_dir, self.state_dict(), self.step)
+                if on_step is not None:
+                    on_step(record)
         return record
