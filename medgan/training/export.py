@@ -14,6 +14,7 @@ from medgan.models.files import save_model
 from medgan.networks import build_network
 from medgan.tasks import get_task
 from medgan.training.checkpoints import load_checkpoint
+from medgan.training.datasets import list_volume_paths
 
 
 def _last_validation(log_path: Path) -> dict[str, float]:
@@ -32,8 +33,12 @@ def describe_training_data(config_dict: dict) -> str:
     data = config_dict["data"]
     if data["mode"] == "paired":
         return f"Paired low/normal-dose volumes from manifest {data['manifest']}."
+    try:
+        names = [path.name for path in list_volume_paths(data["volumes"])]
+    except FileNotFoundError:
+        names = [Path(entry).name for entry in data["volumes"]]
     return (
-        f"Normal-dose volumes {', '.join(Path(v).name for v in data['volumes'])}, low dose simulated in the "
+        f"Normal-dose volumes {', '.join(names)}, low dose simulated in the "
         f"projection domain with dose fractions {data['dose_fraction_range']}, {data['photons_per_ray']:g} "
         f"photons per ray at full dose, electronic noise {data['electronic_noise_std_photons']:g} photons, "
         f"{data['n_views']} views."
