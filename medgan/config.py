@@ -242,7 +242,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key.strip():
         raise ConfigError(f"Override {text!r} has an empty key.")
-    return key.strip().split("."), yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Override {text!r}: the value is not valid YAML ({error}).") from error
+    return key.strip().split("."), value
 
 
 def _apply_override(data: dict[str, Any], path: list[str], value: Any) -> None:

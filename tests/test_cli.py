@@ -113,3 +113,61 @@ def test_train_rejects_bad_config(tmp_path):
     result = run("train", "--config", config, "--run-dir", tmp_path / "run")
     assert result.exit_code == EXIT_INVALID_INPUT
     assert "stepz" in result.output
+
+
+def test_infer_rejects_other_modality(tmp_path, identity_model):
+    mr = tmp_path / "mr"
+    mr.mkdir()
+    pydicom.dcmread(pydicom.data.get_testdata_file("MR_small.dcm")).save_as(mr / "slice.dcm")
+    output = tmp_path / "out.nii.gz"
+    result = run("infer", mr, "-o", output, "--model", identity_model, "--no-preview")
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "--ignore-modality" in result.output
+    assert not output.exists()
+    forced = run("infer", mr, "-o", output, "--model", identity_model, "--no-preview", "--ignore-modality")
+    assert forced.exit_code == 0, forced.output
+
+
+@pytest.mark.parametrize(
+    "preview, word",
+    [
+        ("p.jpg", ".png"),  # not a PNG name
+        ("missing/p.png", "does not exist"),  # folder missing
+        ("scan.nii.gz", ".png"),  # would replace the input
+    ],
+)
+def test_infer_checks_preview_before_work(tmp_path, scan, identity_model, preview, word):
+    before = scan.read_bytes()
+    output = tmp_path / "out.nii.gz"
+    result = run("infer", scan, "-o", output, "--model", identity_model, "--preview", tmp_path / preview,
+                 "--overwrite")
+    assert result.exit_code == 2
+    assert word in result.output
+    assert not output.exists()
+    assert scan.read_bytes() == before
+
+
+def test_infer_unavailable_device_is_usage_error(tmp_path, scan, identity_model):
+    result = run("infer", scan, "-o", tmp_path / "o.nii.gz", "--model", identity_model, "--device", "mps")
+    assert result.exit_code == 2
+    assert "--device" in result.output
+
+
+def test_failed_resume_leaves_run_untouched(tmp_path):
+    from tests.test_training import tiny_config
+
+    import yaml
+
+    config = tiny_config(tmp_path, steps=2, warmup=2)
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()))
+    run_dir = tmp_path / "run"
+    assert run("-q", "train", "--config", config_file, "--run-dir", run_dir).exit_code == 0
+    saved = (run_dir / "config.yaml").read_text()
+    result = run("-q", "train", "--config", config_file, "--run-dir", run_dir, "--resume",
+                 "--set", "generator.kwargs={channels: 16, depth: 2}", "--set", "train.steps=4")
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "does not fit" in result.output
+    assert (run_dir / "config.yaml").read_text() == saved
+    resumed = run("-q", "train", "--run-dir", run_dir, "--resume", "--set", "train.steps=3")
+    assert resumed.exit_code == 0, resumed.output

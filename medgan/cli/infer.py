@@ -89,10 +89,14 @@ def _output_format(scan: Path, output: Path, requested: str | None) -> str:
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG of the middle slices: input | output | difference. Default: OUTPUT's name with _preview.png.")
 @click.option("--no-preview", is_flag=True, default=False, help="Do not write the PNG preview.")
+@click.option("--ignore-modality", is_flag=True, default=False,
+              help="Restore a volume whose DICOM modality differs from the model's (for example MR through a CT "
+                   "model). Without it such input is rejected.")
 @overwrite_option
 def infer(scan: Path, output: Path | None, output_format: str | None, model_name: str | None, task: str,
           device: str, roi: tuple[int, int, int] | None, overlap: float, batch_size: int, series_uid: str | None,
-          resample_z: bool, preview: Path | None, no_preview: bool, overwrite: bool) -> None:
+          resample_z: bool, preview: Path | None, no_preview: bool, ignore_modality: bool,
+          overwrite: bool) -> None:
     """Restore SCAN (a NIfTI, NRRD or MHA file, or a folder holding one DICOM series) with a trained model.
 
     The output keeps the input's grid, affine and voxel values' unit (HU for CT).
@@ -114,18 +118,35 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
     if output_format != "dicom" and output.is_dir():
         raise click.BadParameter(f"{output} is a folder, but --format {output_format} writes a file.",
                                  param_hint="--output")
+    if not overlap < 0.95 + 1e-12 or not overlap >= 0:
+        raise click.BadParameter(f"{overlap} is not a number in [0, 0.95].", param_hint="--overlap")
     if preview is None and not no_preview:
         stem = output.name if output_format == "dicom" else output.name[: -len(output_suffix(output))]
         preview = output.with_name(f"{stem}_preview.png")
+    if no_preview:
+        preview = None
+    if preview is not None:
+        if preview.suffix.lower() != ".png":
+            raise click.BadParameter(f"{preview.name} must end in .png.", param_hint="--preview")
+        if not preview.parent.is_dir():
+            raise click.BadParameter(f"folder {preview.parent} does not exist.", param_hint="--preview")
+        if preview.resolve() in (output.resolve(), scan.resolve()):
+            raise click.BadParameter(f"{preview} is also the input or the output; choose another file.",
+                                     param_hint="--preview")
     check_output_free(output, overwrite, "--output")
-    if preview is not None and not no_preview:
+    if preview is not None:
         check_output_free(preview, overwrite, "--preview")
 
     import torch
     from tqdm import tqdm
 
     from medgan.evaluation.figures import save_preview_png
-    from medgan.inference.restorer import load_model
+    from medgan.inference.restorer import load_model, resolve_device
+
+    try:
+        device = resolve_device(device)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--device") from error
     from medgan.io import VolumeReadError, read_volume, write_volume
     from medgan.tasks import get_task
 
@@ -162,7 +183,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
 
         try:
             restored = restorer.restore(volume, roi_size=roi, overlap=overlap, batch_size=batch_size,
-                                        progress=report)
+                                        progress=report, allow_modality_mismatch=ignore_modality)
         except ValueError as error:
             raise InvalidInput(f"Cannot restore {scan}: {error}") from error
         except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
@@ -172,10 +193,10 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
 
     try:
         write_volume(restored, output, overwrite=overwrite, format=output_format)
-        if preview is not None and not no_preview:
+        if preview is not None:
             save_preview_png(volume, restored, preview, overwrite=overwrite)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
     except ValueError as error:
         raise InvalidInput(f"Cannot write {output}: {error}") from error
-    click.echo(f"Wrote {output}" + (f" and {preview}" if preview is not None and not no_preview else ""))
+    click.echo(f"Wrote {output}" + (f" and {preview}" if preview is not None else ""))

@@ -18,7 +18,8 @@ from medgan.cli.train import train
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="medgan")
-@click.option("-v", "--verbose", count=True, help="More log output: -v for debug messages.")
+@click.option("-v", "--verbose", count=True,
+              help="More log output: -v for medgan's debug messages, -vv for every library's.")
 @click.option("-q", "--quiet", count=True, help="Less log output: -q shows warnings and errors only, -qq errors only.")
 def cli(verbose: int, quiet: int) -> None:
     """Restore medical volumes with 3D generative adversarial networks.
@@ -31,9 +32,12 @@ def cli(verbose: int, quiet: int) -> None:
     Exit codes: 0 success, 1 runtime failure, 2 usage error,
                 3 invalid input data, 4 output exists (pass --overwrite).
     """
-    level = logging.INFO - 10 * verbose + 10 * quiet
-    logging.basicConfig(level=max(logging.DEBUG, min(level, logging.CRITICAL)),
-                        format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO + 10 * quiet
+    if verbose >= 2:
+        level = logging.DEBUG
+    logging.basicConfig(level=min(level, logging.CRITICAL), format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 1:
+        logging.getLogger("medgan").setLevel(logging.DEBUG)
 
 
 cli.add_command(infer)

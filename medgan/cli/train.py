@@ -19,14 +19,15 @@ logger = logging.getLogger("medgan.cli")
 @click.command()
 @click.option("--task", default=None, help="Task to train (ldct). Must match the config's task when both are given.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="YAML training config, for example configs/ldct.yaml.")
+              default=None, help="YAML training config, for example configs/ldct.yaml. With --resume and no "
+                                 "--config, the run folder's config.yaml is used.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one config value, e.g. --set train.steps=500 --set data.patch_size=[8,48,48]. "
                    "Values are parsed as YAML.")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for the resolved config, log.csv and checkpoints. Default: the config's run_dir.")
 @click.option("--resume", is_flag=True, default=False,
-              help="Continue the run in --run-dir from its latest checkpoint.")
+              help="Continue the run in --run-dir (or the config's run_dir) from its latest checkpoint.")
 @overwrite_option
 def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...], run_dir: Path | None,
           resume: bool, overwrite: bool) -> None:
@@ -35,6 +36,7 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     \b
     Examples:
       medgan train --task ldct --config configs/ldct.yaml --set train.steps=1000
+      medgan train --run-dir runs/ldct-default --resume --set train.steps=4000
       torchrun --nproc-per-node 4 -m medgan train --config configs/ldct.yaml
     """
     from medgan.cli.errors import InvalidInput, OutputExists
@@ -47,6 +49,12 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     from medgan.config import ConfigError, load_config
     from medgan.training import build_trainer
 
+    if config_path is None and resume:
+        if run_dir is None:
+            raise click.UsageError("--resume needs --run-dir or --config to find the run.")
+        config_path = run_dir / "config.yaml"
+        if not config_path.is_file():
+            raise click.BadParameter(f"{config_path} not found; pass --config.", param_hint="--run-dir")
     all_overrides = list(overrides) + ([f"task={task}"] if task else [])
     try:
         config = load_config(config_path, all_overrides)
@@ -61,29 +69,34 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     checkpoints = run_dir / "checkpoints"
     # Under torchrun every rank runs this command; rank 0 alone prepares the run folder and shows progress.
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if checkpoints.exists() and not resume:
-        if not overwrite:
-            raise OutputExists(f"{run_dir} already contains checkpoints; pass --resume to continue the run or "
-                               "--overwrite to start again from scratch.")
-        if is_main:
-            shutil.rmtree(checkpoints)
-            (run_dir / "log.csv").unlink(missing_ok=True)
+    if checkpoints.exists() and not resume and not overwrite:
+        raise OutputExists(f"{run_dir} already contains checkpoints; pass --resume to continue the run or "
+                           "--overwrite to start again from scratch.")
     if resume and not checkpoints.exists():
         raise click.BadParameter(f"{run_dir} contains no checkpoints to resume.", param_hint="--resume")
+
+    # Build everything and load the checkpoint before touching the run folder, so a config that does not fit
+    # the data or the checkpoint leaves the folder as it was.
+    try:
+        trainer = build_trainer(config, run_dir)
+        if resume:
+            trainer.resume(run_dir)
+    except (ValueError, FileNotFoundError) as error:
+        raise InvalidInput(str(error)) from error
+    except RuntimeError as error:
+        raise InvalidInput(f"The checkpoint in {run_dir} does not fit this config's networks: {error}") from error
+
     if is_main:
+        if checkpoints.exists() and not resume:
+            shutil.rmtree(checkpoints)
+            (run_dir / "log.csv").unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
         with open(run_dir / "run.log", "a", encoding="utf-8") as stream:
             stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
                          f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n"
-                         f"world size: {os.environ.get('WORLD_SIZE', '1')}\n")
-
-    try:
-        trainer = build_trainer(config, run_dir)
-    except (ValueError, FileNotFoundError) as error:
-        raise InvalidInput(str(error)) from error
-    if resume:
-        trainer.resume(run_dir)
+                         f"world size: {os.environ.get('WORLD_SIZE', '1')}\n"
+                         f"{'resumed at step ' + str(trainer.step) if resume else 'started'}\n")
 
     with tqdm(total=config.train.steps, initial=trainer.step, unit="step",
               disable=not (progress_enabled() and is_main)) as bar:
@@ -98,5 +111,5 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
 
         trainer.fit(on_step)
     if is_main:
-            click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
+        click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
                    f"Export a model with: medgan export {run_dir} -o model.safetensors")

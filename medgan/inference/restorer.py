@@ -28,12 +28,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"Device {device!r} was requested but CUDA is not available; use --device cpu or auto.")
     try:
-        return torch.device(device)
+        resolved = torch.device(device)
     except RuntimeError as error:
         raise ValueError(f"Invalid device {device!r}: {error}. Use auto, cpu or cuda.") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {device!r} was requested but CUDA is not available; use --device cpu or auto.")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"Device {device!r} does not exist: this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s).")
+    elif resolved.type != "cpu":
+        raise ValueError(f"Device {device!r} is not supported; use auto, cpu or cuda.")
+    return resolved
 
 
 def volume_to_tensor(array: np.ndarray) -> torch.Tensor:
@@ -54,6 +61,18 @@ class Restorer:
         card: the model card; its task and intensity mapping define pre- and post-processing.
         device: where the network runs (``"auto"``, ``"cpu"``, ``"cuda"``).
     """
+
+    def __repr__(self) -> str:
+        return (f"Restorer(model={self.card.name or 'unnamed'!r}, task={self.card.task!r}, "
+                f"network={self.card.network['name']!r}, device={str(self.device)!r})")
+
+    def _warn_implausible_values(self, volume: Volume) -> None:
+        if self.intensity.unit != "HU" or volume.array.size < 100:
+            return
+        low = float(np.percentile(volume.array, 0.5))
+        if low > -500.0:
+            logger.warning("The volume's lowest values (0.5th percentile %.0f) are far above air (-1000 HU): check "
+                           "that it holds HU, with the DICOM rescale slope and intercept applied.", low)
 
     def __init__(self, network: torch.nn.Module, card: ModelCard, device: str | torch.device = "auto") -> None:
         self.task = get_task(card.task)
@@ -81,6 +100,7 @@ class Restorer:
         overlap: float = 0.25,
         batch_size: int = 1,
         progress: Callable[[int, int], None] | None = None,
+        allow_modality_mismatch: bool = False,
     ) -> Volume:
         """Restore ``volume`` and return the result on the same grid with the same affine and metadata.
 
@@ -91,17 +111,33 @@ class Restorer:
             overlap: fraction of a window shared with its neighbours.
             batch_size: windows per network call.
             progress: called as ``progress(done_windows, total_windows)``.
+            allow_modality_mismatch: restore a volume whose modality differs from the task's instead of raising.
 
         Raises:
-            ValueError: if the volume holds NaN or infinite values.
+            TypeError: if ``volume`` is not a `Volume`.
+            ValueError: if the volume holds NaN or infinite values, or its modality differs from the task's.
         """
+        if not isinstance(volume, Volume):
+            raise TypeError(f"restore expects a medgan Volume, got {type(volume).__name__}; wrap arrays with "
+                            "medgan.Volume(array, affine).")
         if not np.all(np.isfinite(volume.array)):
             count = int(np.size(volume.array) - np.count_nonzero(np.isfinite(volume.array)))
             raise ValueError(f"The volume holds {count} NaN or infinite voxel(s); restore needs finite values.")
         if self.task.modality and volume.modality and volume.modality != self.task.modality:
+            if not allow_modality_mismatch:
+                raise ValueError(f"The volume's modality is {volume.modality}, but model {self.card.name!r} restores "
+                                 f"{self.task.modality}. Pass --ignore-modality (allow_modality_mismatch=True) to "
+                                 "run it anyway.")
             logger.warning("Volume modality is %s but the model was trained for %s.", volume.modality,
                            self.task.modality)
+        self._warn_implausible_values(volume)
         window = tuple(roi_size) if roi_size is not None else tuple(self.card.patch_size)
+        field = _receptive_field(self.network)
+        spatial = (volume.shape[2], volume.shape[1], volume.shape[0])
+        if field is not None and any(w < min(field, s) for w, s in zip(window, spatial)):
+            logger.warning("Window %s is smaller than the network's receptive field (%d voxels) along an axis where "
+                           "the volume is larger, so results near window edges lack context; use a larger --roi.",
+                           window, field)
         inputs = self.intensity.forward(volume_to_tensor(volume.array))
         outputs = sliding_window_inference(inputs, self.network, window, overlap=overlap, batch_size=batch_size,
                                            device=self.device, progress=progress)
@@ -109,6 +145,11 @@ class Restorer:
         result = volume.with_array(tensor_to_volume_array(restored))
         result.metadata["medgan_model"] = self.card.name or "unnamed"
         return result
+
+
+def _receptive_field(network: torch.nn.Module) -> int | None:
+    value = getattr(network, "receptive_field", None)
+    return int(value) if isinstance(value, int) else None
 
 
 def load_model(name_or_path: str | Path, device: str | torch.device = "auto") -> Restorer:

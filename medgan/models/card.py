@@ -75,8 +75,12 @@ class ModelCard:
         network = data["network"]
         if not isinstance(network, dict) or not isinstance(network.get("name"), str):
             raise ValueError(f"{source}: 'network' must be an object with a string 'name', got {network!r}.")
-        data["patch_size"] = tuple(int(n) for n in data["patch_size"])
-        data["output_scale"] = tuple(int(n) for n in data.get("output_scale", (1, 1, 1)))
+        for key, default in (("patch_size", None), ("output_scale", (1, 1, 1))):
+            value = data.get(key, default)
+            if (not isinstance(value, (list, tuple)) or len(value) != 3
+                    or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value)):
+                raise ValueError(f"{source}: {key!r} must be three positive integers, got {value!r}.")
+            data[key] = tuple(value)
         return cls(**data)
 
     @classmethod

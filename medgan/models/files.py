@@ -98,6 +98,9 @@ def load_model_files(name_or_path: str | Path, device: str | torch.device = "cpu
     if not card_path.is_file():
         raise FileNotFoundError(f"Model card {card_path} not found; a model file needs its .json card beside it.")
     card = ModelCard.read(card_path)
+    if not card.weights_sha256:
+        raise ValueError(f"Model card {card_path} has no weights_sha256, so its weights cannot be verified; "
+                         "write model files with medgan export or medgan.models.save_model.")
     if card.weights_sha256:
         actual = sha256_of(weights_path)
         if actual != card.weights_sha256:
@@ -106,8 +109,17 @@ def load_model_files(name_or_path: str | Path, device: str | torch.device = "cpu
                 f"{card.weights_sha256}: the files do not belong together or one is damaged."
             )
     network = build_network(card.network["name"], card.network.get("kwargs", {}))
-    state = load_file(str(weights_path), device="cpu")
-    missing, unexpected = network.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(weights_path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError for damaged files
+        raise ValueError(f"{weights_path} is not a valid safetensors file: {error}") from error
+    try:
+        missing, unexpected = network.load_state_dict(state, strict=False)
+    except RuntimeError as error:
+        raise ValueError(
+            f"Weights {weights_path} do not fit network {card.network['name']!r} with the card's arguments "
+            f"{card.network.get('kwargs', {})}: {error}"
+        ) from error
     if missing or unexpected:
         raise ValueError(
             f"Weights {weights_path} do not fit network {card.network['name']!r}: "

@@ -40,7 +40,13 @@ def load_checkpoint(run_dir_or_file: str | Path) -> dict[str, Any]:
         path = path / "checkpoints" / LATEST
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {path} not found; pass a run folder that holds checkpoints/{LATEST}.")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for files that are not checkpoints
+        raise ValueError(f"{path} is not a medgan checkpoint: {error}") from error
+    if not isinstance(state, dict) or "generator" not in state or "step" not in state:
+        raise ValueError(f"{path} is not a medgan checkpoint: it has no generator weights and step.")
+    return state
 
 
 def capture_rng_state(generator: torch.Generator) -> dict[str, Any]:

@@ -62,6 +62,8 @@ def read_pairs_manifest(manifest: str | Path) -> list[tuple[Path, Path]]:
         ValueError: if a column is missing or the manifest has no rows.
     """
     manifest = Path(manifest)
+    if not manifest.is_file():
+        raise FileNotFoundError(f"Manifest {manifest} not found (data.manifest or data.validation_manifest).")
     with open(manifest, newline="", encoding="utf-8") as stream:
         reader = csv.DictReader(stream)
         if reader.fieldnames is None or not {"low", "high"} <= set(reader.fieldnames):

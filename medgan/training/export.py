@@ -17,16 +17,16 @@ from medgan.training.checkpoints import load_checkpoint
 from medgan.training.datasets import list_volume_paths
 
 
-def _last_validation(log_path: Path) -> dict[str, float]:
+def _validation_at(log_path: Path, step: int) -> dict[str, float]:
+    """Return the validation scores logged at ``step``, or nothing when that step did not validate."""
     if not log_path.is_file():
         return {}
-    last: dict[str, float] = {}
+    found: dict[str, float] = {}
     with open(log_path, newline="", encoding="utf-8") as stream:
         for row in csv.DictReader(stream):
-            if row.get("val_psnr_db"):
-                last = {"step": int(row["step"]), "val_psnr_db": float(row["val_psnr_db"]),
-                        "val_ssim": float(row["val_ssim"])}
-    return last
+            if row.get("val_psnr_db") and int(row["step"]) == step:
+                found = {"step": step, "val_psnr_db": float(row["val_psnr_db"]), "val_ssim": float(row["val_ssim"])}
+    return found
 
 
 def describe_training_data(config_dict: dict) -> str:
@@ -61,11 +61,17 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
         raise FileNotFoundError(f"{config_path} not found; pass a folder written by 'medgan train'.")
     config_dict = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     config = load_config(config_path)
+    if checkpoint is not None and Path(checkpoint).resolve().parent != (run_dir / "checkpoints").resolve():
+        raise ValueError(f"Checkpoint {checkpoint} is not in {run_dir / 'checkpoints'}; the card would describe "
+                         "another run. Pass a checkpoint of RUN_DIR.")
     state = load_checkpoint(checkpoint or run_dir)
     generator = build_network(config.generator.name, config.generator.kwargs)
     # The moving average is what validation scored, so it is what ships; older checkpoints lack it.
-    generator.load_state_dict(state.get("ema", state["generator"]))
-    validation = _last_validation(run_dir / "log.csv")
+    try:
+        generator.load_state_dict(state.get("ema", state["generator"]))
+    except RuntimeError as error:
+        raise ValueError(f"The checkpoint does not fit the generator in {config_path}: {error}") from error
+    validation = _validation_at(run_dir / "log.csv", int(state["step"]))
     metrics = {}
     if validation:
         metrics["validation"] = {

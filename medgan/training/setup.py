@@ -60,8 +60,14 @@ def build_trainer(config: Config, run_dir: Path) -> GANTrainer:
     distributed.init_from_environment(device)
     if device.type == "cuda" and distributed.is_distributed():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    generator = build_network(config.generator.name, config.generator.kwargs)
-    critic = build_network(config.critic.name, config.critic.kwargs)
+    networks = {}
+    for key in ("generator", "critic"):
+        spec = getattr(config, key)
+        try:
+            networks[key] = build_network(spec.name, spec.kwargs)
+        except ValueError as error:
+            raise ValueError(f"{key}: {error}") from error
+    generator, critic = networks["generator"], networks["critic"]
     highs, lows = load_training_volumes(config.data)
     sampler = PatchSampler(config.data, task.intensity, highs, lows,
                            generator=torch.Generator().manual_seed(config.seed + 2))
