@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medgan.io import Volume, read_volume, write_volume
+from medgan.io import Volume, VolumeReadError, read_volume, write_volume
 
 TRAIN_SOURCES = ["explicit_VR-UN.dcm", "bad_sequence.dcm"]
 VALIDATION_SOURCES = ["693_UNCI.dcm"]
@@ -31,7 +31,10 @@ AIR_HU = -1024.0
 
 
 def pydicom_data_file(name: str) -> Path:
-    import data_store
+    try:
+        import data_store
+    except ImportError:
+        raise SystemExit("pydicom-data is not installed; run: pip install -e \".[recipe]\"") from None
 
     path = Path(os.path.dirname(data_store.__file__)) / "data" / name
     if not path.is_file():
@@ -77,7 +80,10 @@ def pseudo_volume(slice_hu: np.ndarray, depth: int, generator: torch.Generator, 
 
 
 def make_volume(name: str, depth: int, generator: torch.Generator, downsample: int = 1) -> Volume:
-    source = read_volume(pydicom_data_file(name))
+    try:
+        source = read_volume(pydicom_data_file(name))
+    except VolumeReadError as error:
+        raise SystemExit(f"{error}\nThe recipe's decoders come with: pip install -e \".[recipe]\"") from None
     # Pixels outside the scan field of view carry padding values far below air; treat them as air.
     slice_hu = np.maximum(source.array[:, :, 0].T, AIR_HU)
     if downsample > 1:

@@ -128,7 +128,8 @@ def read_dicom_series(
     elif len(series) > 1:
         raise VolumeReadError(
             f"{directory} contains {len(series)} DICOM series:\n{_describe_all(series)}\n"
-            "Pass a folder with one series, or select one with read_volume(path, series_uid=...)."
+            "Pass a folder with one series, or select one with --series-uid on the command line "
+            "(series_uid=... in read_volume)."
         )
     else:
         records = next(iter(series.values()))
@@ -177,8 +178,9 @@ def _scan_folder(directory: Path, recursive: bool) -> dict[str, list[_Slice]]:
 
     if not series:
         message = (
-            f"No DICOM image files found in {directory}: checked {len(files)} files, "
-            f"{without_pixels} of them DICOM without pixel data."
+            f"No DICOM image files found in {directory}: none of its {len(files)} files is a DICOM image "
+            f"({without_pixels} are DICOM files without pixel data, such as DICOMDIR). Pass the folder that holds "
+            "the series' slice files."
         )
         subfolders = sorted(path.name for path in paths if path.is_dir())
         if subfolders and not recursive:

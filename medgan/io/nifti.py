@@ -49,6 +49,12 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
         raise VolumeReadError(f"{source} is not a single-file NIfTI image (nibabel loaded {type(image).__name__}).")
 
     header = image.header
+    stored = header.get_data_dtype()
+    if stored.fields is not None or stored.kind not in "biuf":
+        raise VolumeReadError(
+            f"{source} stores {stored} voxels (complex, RGB or structured); medgan reads real-valued scalar images "
+            "only. Convert it to one real channel first."
+        )
     shape = tuple(int(n) for n in image.shape)
     _check_shape(shape, source)
     _check_data_size(header, shape, source)
