@@ -183,3 +183,17 @@ def test_ema_follows_generator(tmp_path):
     for average, current in zip(trainer.ema.average.parameters(), trainer.generator.parameters()):
         assert not average.requires_grad
         assert average.shape == current.shape
+
+
+def test_ema_forgets_initial_weights_quickly():
+    from medgan.training.ema import ModelEMA
+
+    network = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(network.weight)
+    ema = ModelEMA(network, decay=0.999)
+    with torch.no_grad():
+        network.weight.fill_(1.0)
+    for n_updates in range(100):
+        ema.update(network, n_updates)
+    # A fixed 0.999 decay would still hold 0.999 ** 100 = 90 % of the initial zero weight.
+    assert ema.average.weight.item() > 0.9

@@ -19,16 +19,22 @@ from medgan.cli.options import overwrite_option
 @click.option("--training-data", default="",
               help="What the training volumes are and where they come from; stored in the card before the "
                    "description generated from the run's config.")
+@click.option("--weights", type=click.Choice(["ema", "generator"]), default="ema", show_default=True,
+              help="ema: the generator's moving average, which validation scored; generator: the raw weights "
+                   "of the last step.")
 @overwrite_option
-def export(run_dir: Path, output: Path, name: str, checkpoint: Path | None, training_data: str,
+def export(run_dir: Path, output: Path, name: str, checkpoint: Path | None, training_data: str, weights: str,
            overwrite: bool) -> None:
     """Export the generator of RUN_DIR as a safetensors model file with its JSON model card."""
     from medgan.cli.errors import InvalidInput, OutputExists
+
+    if output.suffix != ".safetensors":
+        raise click.BadParameter(f"{output.name} must end in .safetensors.", param_hint="--output")
     from medgan.training.export import export_run
 
     try:
         path = export_run(run_dir, output, name=name, checkpoint=checkpoint, training_data=training_data,
-                          overwrite=overwrite)
+                          weights=weights, overwrite=overwrite)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
     except (FileNotFoundError, ValueError) as error:

@@ -8,9 +8,11 @@ import torch
 
 
 class ModelEMA:
-    """Keep ``average = decay * average + (1 - decay) * weights`` after every optimizer step.
+    """Keep ``average = d * average + (1 - d) * weights`` after every optimizer step.
 
-    Buffers are copied rather than averaged. With ``decay == 0`` the average is the current network.
+    The decay ramps up as ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` earlier updates, so the untrained
+    initial weights fade out within the first few dozen steps instead of lingering for ``1 / (1 - decay)``
+    steps. Buffers are copied rather than averaged. With ``decay == 0`` the average is the current network.
 
     Args:
         network: the trained network; the average starts as a frozen copy of it.
@@ -24,9 +26,11 @@ class ModelEMA:
         self.average = copy.deepcopy(network).eval().requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, network: torch.nn.Module) -> None:
+    def update(self, network: torch.nn.Module, n_updates: int) -> None:
+        """Fold ``network``'s weights into the average; ``n_updates`` counts the earlier updates."""
+        decay = min(self.decay, (1.0 + n_updates) / (10.0 + n_updates))
         for average, current in zip(self.average.parameters(), network.parameters()):
-            average.lerp_(current.detach(), 1.0 - self.decay)
+            average.lerp_(current.detach(), 1.0 - decay)
         for average, current in zip(self.average.buffers(), network.buffers()):
             average.copy_(current)
 

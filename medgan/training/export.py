@@ -46,8 +46,11 @@ def describe_training_data(config_dict: dict) -> str:
 
 
 def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", checkpoint: str | Path | None = None,
-               training_data: str = "", overwrite: bool = False) -> Path:
+               training_data: str = "", weights: str = "ema", overwrite: bool = False) -> Path:
     """Write the generator of ``run_dir`` (its latest checkpoint unless ``checkpoint`` is given) as a model file.
+
+    ``weights`` is ``"ema"`` for the moving average (what validation scored) or ``"generator"`` for the raw
+    weights of the last optimizer step.
 
     ``training_data`` is prepended to the card's generated description of the data and its simulation.
 
@@ -66,9 +69,12 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
                          "another run. Pass a checkpoint of RUN_DIR.")
     state = load_checkpoint(checkpoint or run_dir)
     generator = build_network(config.generator.name, config.generator.kwargs)
-    # The moving average is what validation scored, so it is what ships; older checkpoints lack it.
+    if weights not in ("ema", "generator"):
+        raise ValueError(f"weights must be 'ema' or 'generator', got {weights!r}.")
+    # Checkpoints written before the moving average existed lack it; their generator is the only choice.
+    chosen = state.get("ema", state["generator"]) if weights == "ema" else state["generator"]
     try:
-        generator.load_state_dict(state.get("ema", state["generator"]))
+        generator.load_state_dict(chosen)
     except RuntimeError as error:
         raise ValueError(f"The checkpoint does not fit the generator in {config_path}: {error}") from error
     validation = _validation_at(run_dir / "log.csv", int(state["step"]))
@@ -88,6 +94,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
         metrics=metrics,
         medgan_version=__version__,
         name=name or Path(output).stem,
-        notes=f"Exported from {run_dir.name} at step {int(state['step'])}.",
+        notes=f"Exported from {run_dir.name} at step {int(state['step'])}, "
+              f"{'moving-average' if weights == 'ema' else 'raw generator'} weights.",
     )
     return save_model(generator, card, output, overwrite=overwrite)

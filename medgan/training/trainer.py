@@ -205,7 +205,7 @@ class GANTrainer:
             loss = loss + self.config.loss.adversarial_weight * adversarial_loss
             terms["generator_adversarial_loss"] = adversarial_loss.item()
         self._apply(loss, self.generator, self.optimizer_generator, self.scaler_generator)
-        self.ema.update(self.generator)
+        self.ema.update(self.generator, self.step)
         terms["generator_loss"] = loss.item()
         return terms
 
