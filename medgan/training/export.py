@@ -77,7 +77,9 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
         generator.load_state_dict(chosen)
     except RuntimeError as error:
         raise ValueError(f"The checkpoint does not fit the generator in {config_path}: {error}") from error
-    validation = _validation_at(run_dir / "log.csv", int(state["step"]))
+    # Validation scored the moving average when the checkpoint has one, so its numbers describe only that.
+    scored_exported_weights = weights == "ema" or "ema" not in state
+    validation = _validation_at(run_dir / "log.csv", int(state["step"])) if scored_exported_weights else {}
     metrics = {}
     if validation:
         metrics["validation"] = {
