@@ -1,5 +1,50 @@
-"""Transforms that build degraded training inputs from clean volumes."""
+"""Transforms that build degraded training inputs from clean volumes.
+
+The MONAI dictionary versions (``LowDoseCTd``, ``RandomLowDoseCTd``, ``ThickSliceMRId`` and the others in
+``medgan.transforms.dictionary``) are imported on first use, so ``import medgan.transforms`` does not load
+MONAI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from medgan.transforms.lowdose import LowDoseCT, RandomLowDoseCT
+from medgan.transforms.mri import (
+    KSpaceTruncationMRI,
+    RandomKSpaceTruncationMRI,
+    RandomRicianNoiseMRI,
+    RandomThickSliceMRI,
+    RicianNoiseMRI,
+    ThickSliceMRI,
+)
 
-__all__ = ["LowDoseCT", "RandomLowDoseCT"]
+_DICTIONARY_TRANSFORMS = (
+    "KSpaceTruncationMRId",
+    "LowDoseCTd",
+    "RandomKSpaceTruncationMRId",
+    "RandomLowDoseCTd",
+    "RandomRicianNoiseMRId",
+    "RandomThickSliceMRId",
+    "RicianNoiseMRId",
+    "ThickSliceMRId",
+)
+
+__all__ = [
+    "KSpaceTruncationMRI",
+    "LowDoseCT",
+    "RandomKSpaceTruncationMRI",
+    "RandomLowDoseCT",
+    "RandomRicianNoiseMRI",
+    "RandomThickSliceMRI",
+    "RicianNoiseMRI",
+    "ThickSliceMRI",
+    *_DICTIONARY_TRANSFORMS,
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DICTIONARY_TRANSFORMS:
+        return getattr(importlib.import_module("medgan.transforms.dictionary"), name)
+    raise AttributeError(f"module 'medgan.transforms' has no attribute {name!r}")
