@@ -2,7 +2,7 @@
 
 Both run the shipped ldct-default network over a synthetic CT-like volume with the model's window. MONAI's
 `sliding_window_inference` runs with its default arguments (overlap 0.25, constant blending, batch 1, padding to
-the window); medgan's engine runs with its defaults (overlap 0.25, Gaussian blending, batch 1). The script
+the window). medgan's engine runs with its defaults (overlap 0.25, Gaussian blending, batch 1). The script
 reports seconds, the speed ratio, the maximum absolute difference of the outputs in HU, and the peak resident
 memory of the process.
 
@@ -25,7 +25,7 @@ from medgan.inference.sliding_window import sliding_window_inference
 
 
 def phantom_hu(shape: tuple[int, int, int], seed: int = 0) -> torch.Tensor:
-    """A (D, H, W) body-like ellipse of soft tissue with bone and fat inserts in air, plus 20 HU noise."""
+    """Make a (D, H, W) body-like ellipse of soft tissue with bone and fat inserts in air, plus 20 HU noise."""
     depth, height, width = shape
     y, x = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
     body = np.where(x**2 / 0.8 + y**2 / 0.5 < 1, 40.0, -1000.0)

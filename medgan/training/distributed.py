@@ -65,7 +65,7 @@ def average_gradients(module: torch.nn.Module) -> None:
 
 
 def average_scalar(value: float, device: torch.device) -> float:
-    """Mean of a logged number over ranks."""
+    """Return the mean of a logged number over ranks."""
     if not is_distributed():
         return value
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
