@@ -75,7 +75,7 @@ def _output_format(scan: Path, output: Path, requested: str | None) -> str:
 @device_option
 @click.option("--roi", nargs=3, type=click.IntRange(min=1), default=None, metavar="D H W",
               help="Sliding-window size in voxels along the slice axis (k), rows (j) and columns (i). "
-                   "Default: the model's training patch size.")
+                   "Default: the model's training patch size, grown to the network's receptive field.")
 @click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=0.25, show_default=True,
               help="Fraction of each window shared with its neighbours along every axis.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,

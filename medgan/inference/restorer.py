@@ -66,6 +66,14 @@ class Restorer:
         return (f"Restorer(model={self.card.name or 'unnamed'!r}, task={self.card.task!r}, "
                 f"network={self.card.network['name']!r}, device={str(self.device)!r})")
 
+    def default_roi(self) -> tuple[int, int, int]:
+        """Return the default window: the training patch, grown to the receptive field along any shorter axis.
+
+        A window thinner than the receptive field makes every output voxel depend on where the window edges fall.
+        """
+        field = _receptive_field(self.network) or 1
+        return tuple(max(int(size), field) for size in self.card.patch_size)  # type: ignore[return-value]
+
     def _warn_implausible_values(self, volume: Volume) -> None:
         if self.intensity.unit != "HU" or volume.array.size < 100:
             return
@@ -106,8 +114,8 @@ class Restorer:
 
         Args:
             volume: input in physical units (HU for CT).
-            roi_size: window ``(D, H, W)`` in voxels, with D along the volume's k axis; the card's patch size
-                when ``None``.
+            roi_size: window ``(D, H, W)`` in voxels, with D along the volume's k axis; `default_roi` when
+                ``None``.
             overlap: fraction of a window shared with its neighbours.
             batch_size: windows per network call.
             progress: called as ``progress(done_windows, total_windows)``.
@@ -131,7 +139,7 @@ class Restorer:
             logger.warning("Volume modality is %s but the model was trained for %s.", volume.modality,
                            self.task.modality)
         self._warn_implausible_values(volume)
-        window = tuple(roi_size) if roi_size is not None else tuple(self.card.patch_size)
+        window = tuple(roi_size) if roi_size is not None else self.default_roi()
         field = _receptive_field(self.network)
         spatial = (volume.shape[2], volume.shape[1], volume.shape[0])
         if field is not None and any(w < min(field, s) for w, s in zip(window, spatial)):

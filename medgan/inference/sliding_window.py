@@ -27,20 +27,39 @@ def window_starts(size: int, window: int, overlap: float) -> list[int]:
     return starts
 
 
-def gaussian_weights(window: Sequence[int], sigma_fraction: float = 0.125) -> torch.Tensor:
-    """Separable Gaussian blending weights for a window, peaking at its centre, with a floor of 1e-3 of the peak.
+def gaussian_profile(length: int, sigma_fraction: float = 0.125, flat_start: bool = False,
+                     flat_end: bool = False) -> torch.Tensor:
+    """Return a 1D Gaussian blending profile peaking at 1 in the window's centre, with a floor of 1e-3.
 
-    The floor keeps border voxels of the volume, which only the edge of a window covers, from being divided by
-    a vanishing weight.
+    ``flat_start`` / ``flat_end`` hold the profile at 1 on the side where the window touches the volume's border:
+    there the window edge is the volume edge, which every window sees the same way, so it is no reason to trust
+    the window less. The floor keeps every weight positive, so the normalisation never divides by zero.
     """
+    positions = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
+    sigma = max(sigma_fraction * length, 0.5)
+    profile = torch.exp(-0.5 * (positions / sigma) ** 2)
+    profile = (profile / profile.max()).clamp_min(1e-3)
+    if flat_start:
+        profile[positions <= 0] = 1.0
+    if flat_end:
+        profile[positions >= 0] = 1.0
+    return profile
+
+
+def blending_weights(corner: Sequence[int], window: Sequence[int], spatial: Sequence[int],
+                     blend: str) -> torch.Tensor:
+    """Return the separable weights of the window starting at ``corner``.
+
+    Gaussian weights are the product of per-axis profiles, so a voxel near the border along one axis still
+    prefers, along the other axes, the window in which it lies far from the edges.
+    """
+    if blend == "constant":
+        return torch.ones(tuple(window), dtype=torch.float64)
     weights = torch.ones((), dtype=torch.float64)
-    for length in window:
-        positions = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0
-        sigma = max(sigma_fraction * length, 0.5)
-        profile = torch.exp(-0.5 * (positions / sigma) ** 2)
+    for start, length, size in zip(corner, window, spatial):
+        profile = gaussian_profile(length, flat_start=start == 0, flat_end=start + length == size)
         weights = weights.unsqueeze(-1) * profile
-    weights = weights / weights.max()
-    return weights.clamp_min(1e-3)
+    return weights
 
 
 def sliding_window_inference(
@@ -95,7 +114,6 @@ def sliding_window_inference(
     window = tuple(min(int(r), s) for r, s in zip(roi_size, spatial))
     starts = [window_starts(s, w, overlap) for s, w in zip(spatial, window)]
     corners = list(itertools.product(*starts))
-    weights = gaussian_weights(window) if blend == "gaussian" else torch.ones(window, dtype=torch.float64)
 
     channels = volume.shape[1]
     output = torch.zeros((channels, *spatial), dtype=torch.float64)
@@ -117,6 +135,7 @@ def sliding_window_inference(
         predictions = predictions.detach().to("cpu", torch.float64)
         for prediction, (d, h, w) in zip(predictions, batch_corners):
             region = (slice(d, d + window[0]), slice(h, h + window[1]), slice(w, w + window[2]))
+            weights = blending_weights((d, h, w), window, spatial, blend)
             output[(slice(None), *region)] += prediction * weights
             weight_sum[region] += weights
         if progress is not None:
