@@ -27,6 +27,7 @@ def cli(verbose: int, quiet: int) -> None:
     \b
     Tasks:
       ldct    low-dose CT denoising (HU in, HU out, same grid)
+      mri-sr  MRI super-resolution: only `simulate` so far
 
     \b
     Exit codes: 0 success, 1 runtime failure, 2 usage error,
