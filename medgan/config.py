@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    """Where training volumes come from and how patches are drawn.
+    """Sources of training volumes and the patch-sampling settings.
 
     ``mode: simulate`` reads normal-dose volumes (``volumes``: files or folders) and simulates low dose on the
     fly. ``mode: paired`` reads a CSV ``manifest`` with ``low`` and ``high`` columns of paths.

@@ -1,4 +1,4 @@
-"""The restoration tasks medgan knows, described as data.
+"""The restoration tasks medgan supports, described as data.
 
 A task fixes what a model's input and output mean: the modality, how voxel values map to network units and
 back, the default networks, and how the output grid relates to the input grid. Adding a task means adding an

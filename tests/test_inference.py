@@ -110,6 +110,6 @@ def test_tiled_network_matches_whole_volume():
         whole = network(volume)
     tiled = sliding_window_inference(volume, network, (16, 24, 24), overlap=0.5)
     # Windows span D and overlap by more than the receptive field in H and W, so every voxel has a window where
-    # it sees full context. Gaussian blending still gives edge-affected windows a few percent of the weight.
+    # its whole receptive field lies inside the window. Gaussian blending still gives edge-affected windows a few percent of the weight.
     assert (tiled - whole).abs().max() < 2e-2 * whole.abs().max()
     assert (tiled - whole).abs().mean() < 1e-3 * whole.abs().max()

@@ -200,3 +200,18 @@ def test_ema_forgets_initial_weights_quickly():
         ema.update(network, n_updates)
     # A fixed 0.999 decay would still hold 0.999 ** 100 = 90 % of the initial zero weight.
     assert ema.average.weight.item() > 0.9
+
+
+def test_exact_patch_noise_is_crop_of_slice_noise():
+    from medgan.config import DataConfig
+    from medgan.training.simulation import SliceNoiseSimulator
+
+    hu = torch.full((3, 40, 36), -1000.0)
+    hu[:, 8:32, 6:30] = 0.0
+    simulator = SliceNoiseSimulator(hu, (1.0, 1.2), DataConfig(volumes=["unused"], n_views=60))
+    patch = simulator.noise_hu(range(1, 3), (10, 20, 5, 25), 0.25, torch.Generator().manual_seed(3))
+    whole = simulator.noise_hu(range(1, 3), (0, 40, 0, 36), 0.25, torch.Generator().manual_seed(3))
+    assert patch.shape == (2, 10, 20)
+    assert patch.dtype == torch.float32
+    assert torch.allclose(patch, whole[:, 10:20, 5:25], atol=1e-3)
+    assert patch.std() > 1.0  # noise was drawn

@@ -102,9 +102,9 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
               disable=not (progress_enabled() and is_main)) as bar:
         def on_step(record: dict) -> None:
             bar.update(1)
-            shown = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
-                     if key in record}
-            bar.set_postfix(shown, refresh=False)
+            postfix = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
+                       if key in record}
+            bar.set_postfix(postfix, refresh=False)
             if "val_psnr_db" in record:
                 logger.info("step %d: validation PSNR %.2f dB, SSIM %.4f", record["step"], record["val_psnr_db"],
                             record["val_ssim"])

@@ -80,7 +80,7 @@ class Restorer:
         low = float(np.percentile(volume.array, 0.5))
         if low > -500.0:
             logger.warning("The volume's lowest values (0.5th percentile %.0f) are far above air (-1000 HU): check "
-                           "that it holds HU, with the DICOM rescale slope and intercept applied.", low)
+                           "that it contains HU, with the DICOM rescale slope and intercept applied.", low)
 
     def __init__(self, network: torch.nn.Module, card: ModelCard, device: str | torch.device = "auto") -> None:
         self.task = get_task(card.task)
@@ -123,14 +123,15 @@ class Restorer:
 
         Raises:
             TypeError: if ``volume`` is not a `Volume`.
-            ValueError: if the volume holds NaN or infinite values, or its modality differs from the task's.
+            ValueError: if the volume contains NaN or infinite values, or its modality differs from the task's.
         """
         if not isinstance(volume, Volume):
             raise TypeError(f"restore expects a medgan Volume, got {type(volume).__name__}; wrap arrays with "
                             "medgan.Volume(array, affine).")
         if not np.all(np.isfinite(volume.array)):
             count = int(np.size(volume.array) - np.count_nonzero(np.isfinite(volume.array)))
-            raise ValueError(f"The volume holds {count} NaN or infinite voxel(s); restore needs finite values.")
+            raise ValueError(f"The volume contains {count} NaN or infinite voxel(s). Replace them with finite "
+                             "values before restoring.")
         if self.task.modality and volume.modality and volume.modality != self.task.modality:
             if not allow_modality_mismatch:
                 raise ValueError(f"The volume's modality is {volume.modality}, but model {self.card.name!r} restores "

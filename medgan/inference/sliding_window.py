@@ -31,8 +31,8 @@ def gaussian_profile(length: int, sigma_fraction: float = 0.125, flat_start: boo
                      flat_end: bool = False) -> torch.Tensor:
     """Return a 1D Gaussian blending profile peaking at 1 in the window's centre, with a floor of 1e-3.
 
-    ``flat_start`` / ``flat_end`` hold the profile at 1 on the side where the window touches the volume's border:
-    there the window edge is the volume edge, which every window sees the same way, so it is no reason to trust
+    ``flat_start`` / ``flat_end`` hold the profile at 1 on the side where the window touches the volume's border.
+    There the window edge is the volume edge, which every window pads the same way, so it is no reason to trust
     the window less. The floor keeps every weight positive, so the normalisation never divides by zero.
     """
     positions = torch.arange(length, dtype=torch.float64) - (length - 1) / 2.0

@@ -16,7 +16,7 @@ class Volume:
         array: voxel values as float32, indexed ``(i, j, k)`` in voxel order (the NIfTI convention). For CT the
             values are Hounsfield units.
         affine: 4x4 matrix mapping voxel indices ``(i, j, k, 1)`` to RAS+ world coordinates in millimetres.
-        modality: ``"CT"``, ``"MR"``, or ``""`` when the source does not say.
+        modality: ``"CT"``, ``"MR"``, or ``""`` when the source does not record it.
         metadata: facts about the source needed to write a faithful output (format, NIfTI qform/sform codes and
             units, DICOM tags). Readers fill it, writers read it, and nothing else depends on it.
 

@@ -31,7 +31,7 @@ def build_network(name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Build the network registered as ``name`` with keyword arguments ``kwargs``.
 
     Raises:
-        ValueError: if ``name`` is unknown or ``kwargs`` holds an argument the network does not take.
+        ValueError: if ``name`` is unknown or ``kwargs`` contains an argument the network does not take.
     """
     if name not in _NETWORKS:
         raise ValueError(f"Unknown network {name!r}. Registered networks: {', '.join(network_names())}.")

@@ -39,7 +39,7 @@ def load_checkpoint(run_dir_or_file: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "checkpoints" / LATEST
     if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint {path} not found; pass a run folder that holds checkpoints/{LATEST}.")
+        raise FileNotFoundError(f"Checkpoint {path} not found. Pass a run folder that contains checkpoints/{LATEST}.")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for files that are not checkpoints

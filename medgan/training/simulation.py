@@ -11,18 +11,12 @@ from __future__ import annotations
 import torch
 
 from medgan.config import DataConfig
-from medgan.physics import (
-    ParallelBeamGeometry,
-    filtered_back_projection,
-    forward_project,
-    hu_to_mu,
-    mu_delta_to_hu_delta,
-    poisson_log_noise,
-)
+from medgan.physics import filtered_back_projection, mu_delta_to_hu_delta
+from medgan.transforms import LowDoseCT
 
 
 class SliceNoiseSimulator:
-    """Projection-domain low-dose noise for the axial slices of one volume.
+    """Projection-domain low-dose noise for the axial slices of one volume, drawn by `LowDoseCT`.
 
     Args:
         hu: ``(D, H, W)`` normal-dose volume in HU; slices are the D axis.
@@ -35,31 +29,31 @@ class SliceNoiseSimulator:
             raise ValueError(f"hu must be a (D, H, W) tensor, got shape {tuple(hu.shape)}.")
         self.hu = hu
         self.data = data
-        self.geometry = ParallelBeamGeometry(image_shape=(int(hu.shape[1]), int(hu.shape[2])),
-                                             pixel_spacing_mm=tuple(float(s) for s in pixel_spacing_mm),
-                                             n_views=data.n_views)
+        self.pixel_spacing_mm = tuple(float(s) for s in pixel_spacing_mm)
+        self.geometry = self._transform(1.0).geometry((int(hu.shape[1]), int(hu.shape[2])), self.pixel_spacing_mm)
         self._sinograms: dict[int, torch.Tensor] = {}
+
+    def _transform(self, dose_fraction: float) -> LowDoseCT:
+        return LowDoseCT(dose_fraction, photons_per_ray=self.data.photons_per_ray,
+                         electronic_noise_std_photons=self.data.electronic_noise_std_photons,
+                         n_views=self.data.n_views)
 
     def clean_sinogram(self, index: int) -> torch.Tensor:
         """Return the noise-free line integrals of slice ``index``, ``(n_views, n_detectors)``, computed once."""
         if index not in self._sinograms:
-            mu = hu_to_mu(self.hu[index:index + 1].double())
-            self._sinograms[index] = forward_project(mu, self.geometry)[0].float()
+            sinogram, _ = self._transform(1.0).clean_sinogram(self.hu[index], self.pixel_spacing_mm)
+            self._sinograms[index] = sinogram
         return self._sinograms[index]
 
     def noise_hu(self, slices: range, roi: tuple[int, int, int, int], dose_fraction: float,
                  generator: torch.Generator) -> torch.Tensor:
-        """Noise in HU that turns the normal-dose pixels of ``roi`` into a ``dose_fraction`` scan.
+        """Return the noise in HU that turns the normal-dose pixels of ``roi`` into a ``dose_fraction`` scan.
 
-        Returns a ``(len(slices), h1 - h0, w1 - w0)`` float32 tensor: FBP of (noisy - clean) line integrals,
-        so the image content itself never passes through the projector.
+        The result is a ``(len(slices), h1 - h0, w1 - w0)`` float32 tensor: FBP of (noisy - clean) line
+        integrals, so the image content itself never passes through the projector.
         """
-        clean = torch.stack([self.clean_sinogram(i) for i in slices]).double()
-        noisy = poisson_log_noise(clean, photons_per_ray=self.data.photons_per_ray, dose_fraction=dose_fraction,
-                                  electronic_noise_std_photons=self.data.electronic_noise_std_photons,
-                                  generator=generator)
-        mu_noise = filtered_back_projection(noisy - clean, self.geometry, roi=roi)
-        return mu_delta_to_hu_delta(mu_noise).float()
+        clean = torch.stack([self.clean_sinogram(i) for i in slices])
+        return self._transform(dose_fraction).noise_hu_from_sinogram(clean, self.geometry, generator, roi)
 
 
 class NoiseBank:

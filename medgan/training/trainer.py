@@ -63,8 +63,8 @@ class GANTrainer:
     low-quality input and a candidate, so it judges restoration rather than realism alone. An exponential
     moving average of the generator (``train.ema_decay``) is what validation scores and export writes.
 
-    Under ``torchrun`` every rank draws its own patches and gradients are averaged over ranks before each
-    optimizer step (see `medgan.training.distributed`); rank 0 alone validates, logs and writes checkpoints.
+    Under ``torchrun`` every rank draws its own patches, and gradients are averaged over ranks before each
+    optimizer step (see `medgan.training.distributed`). Rank 0 alone validates, logs and writes checkpoints.
 
     Args:
         config: the validated configuration.
