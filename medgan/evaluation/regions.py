@@ -49,3 +49,47 @@ def find_uniform_region(reference_hu: np.ndarray, size: int = 11, hu_range: tupl
     if best is None:
         raise ValueError(f"No {size} x {size} box with mean HU in {hu_range} was found; pass another hu_range.")
     return best[1]
+
+
+def find_uniform_regions(reference_hu: np.ndarray, count: int = 3, size: int = 11,
+                         hu_range: tuple[float, float] = (-200.0, 200.0), stride: int = 2) -> list[Region]:
+    """Return up to ``count`` non-overlapping ``size`` x ``size`` in-plane boxes (all slices), most uniform first.
+
+    Boxes qualify as in `find_uniform_region`. The boxes are chosen greedily: the one whose values vary least,
+    then the least varying box that does not overlap any chosen box, and so on. Fewer than ``count`` boxes are
+    returned when no more qualify.
+
+    Raises:
+        ValueError: if ``count`` or ``size`` is not positive, or no box qualifies.
+    """
+    if count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}.")
+    if size < 1 or stride < 1:
+        raise ValueError(f"size and stride must be positive integers, got size={size!r}, stride={stride!r}.")
+    if reference_hu.ndim != 3:
+        raise ValueError(f"reference_hu must be an (i, j, k) array, got shape {reference_hu.shape}.")
+    low, high = hu_range
+    candidates: list[tuple[float, Region]] = []
+    n_i, n_j, n_k = reference_hu.shape
+    for i0 in range(0, n_i - size + 1, stride):
+        for j0 in range(0, n_j - size + 1, stride):
+            box = reference_hu[i0:i0 + size, j0:j0 + size, :]
+            mean = float(box.mean())
+            if not low <= mean <= high or box.min() < low - 300 or box.max() > high + 300:
+                continue
+            candidates.append((float(box.std()), Region(i0, i0 + size, j0, j0 + size, 0, n_k)))
+    if not candidates:
+        raise ValueError(f"No {size} x {size} box with mean HU in {hu_range} was found; pass another hu_range.")
+    candidates.sort(key=lambda item: item[0])
+    chosen: list[Region] = []
+    for _, region in candidates:
+        if any(_overlap(region, other) for other in chosen):
+            continue
+        chosen.append(region)
+        if len(chosen) == count:
+            break
+    return chosen
+
+
+def _overlap(a: Region, b: Region) -> bool:
+    return a.i0 < b.i1 and b.i0 < a.i1 and a.j0 < b.j1 and b.j0 < a.j1 and a.k0 < b.k1 and b.k0 < a.k1
