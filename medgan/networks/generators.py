@@ -75,6 +75,7 @@ class ResidualEncoderDecoder3D(nn.Module):
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
         self.receptive_field = 2 * depth * (kernel_size - 1) + 1
+        self.output_scale = (1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5:
@@ -105,6 +106,7 @@ class Identity3D(nn.Module):
         _check_positive_int("in_channels", in_channels)
         self.in_channels = in_channels
         self.receptive_field = 1
+        self.output_scale = (1, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
