@@ -1,7 +1,16 @@
 import pytest
 import torch
 
-from medgan.losses import content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
+from medgan.losses import (
+    CompositeLoss,
+    build_loss,
+    content_loss,
+    critic_loss,
+    generator_adversarial_loss,
+    gradient_penalty,
+    loss_names,
+    ssim3d,
+)
 
 
 class LinearCritic(torch.nn.Module):
@@ -82,3 +91,44 @@ def test_content_loss_rejects_unknown_kind_and_shapes():
         content_loss(x, x, "ssim9")
     with pytest.raises(ValueError, match="same shape"):
         content_loss(x, torch.randn(1, 1, 2, 2, 3))
+
+
+def test_build_loss_every_name_without_files():
+    assert loss_names() == ["l1", "mse", "ssim3d", "perceptual-ae", "perceptual-vgg25d", "perceptual-medicalnet"]
+    x = torch.randn(1, 1, 3, 5, 7)
+    for name in ("l1", "mse", "ssim3d"):
+        assert build_loss(name)(x, x).item() == pytest.approx(0.0, abs=1e-6), name
+
+
+def test_build_loss_rejects_unknown_name_and_kwarg():
+    with pytest.raises(ValueError, match="ssim9"):
+        build_loss("ssim9")
+    with pytest.raises(ValueError, match="data_rnage"):
+        build_loss("ssim3d", data_rnage=2.0)
+
+
+def test_composite_loss_weights_and_labels():
+    generator = torch.Generator().manual_seed(0)
+    prediction = torch.randn(2, 1, 3, 8, 8, generator=generator, requires_grad=True)
+    target = torch.randn(2, 1, 3, 8, 8, generator=generator)
+    composite = CompositeLoss([("l1", 2.0, {}), ("ssim3d", 0.5, {"data_range": 2.0}), ("l1", 0.0, {})])
+    total, values = composite(prediction, target)
+    l1 = torch.nn.functional.l1_loss(prediction, target)
+    ssim_loss = 1 - ssim3d(prediction, target, data_range=2.0)
+    assert list(values) == ["l1", "ssim3d", "l1_2"]
+    assert values["l1"].item() == pytest.approx(l1.item())
+    assert values["ssim3d"].item() == pytest.approx(ssim_loss.item())
+    assert total.item() == pytest.approx(2.0 * l1.item() + 0.5 * ssim_loss.item(), rel=1e-6)
+    total.backward()
+    assert torch.isfinite(prediction.grad).all()
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("nan")])
+def test_composite_loss_rejects_bad_weight(weight):
+    with pytest.raises(ValueError, match=r"loss.terms\[1\] \(mse\): weight"):
+        CompositeLoss([("l1", 1.0, {}), ("mse", weight, {})])
+
+
+def test_composite_loss_names_failing_term():
+    with pytest.raises(ValueError, match=r"loss.terms\[0\] \(ssim3d\).*sigma"):
+        CompositeLoss([("ssim3d", 1.0, {"sigma": 0})])

@@ -21,3 +21,16 @@ def content_loss(prediction: torch.Tensor, target: torch.Tensor, kind: str = "l1
             f"prediction and target must have the same shape, got {tuple(prediction.shape)} and {tuple(target.shape)}."
         )
     return _CONTENT_LOSSES[kind](prediction.float(), target.float())
+
+
+class ContentLoss(torch.nn.Module):
+    """`content_loss` as a module with the common loss call ``loss(prediction, target) -> scalar``."""
+
+    def __init__(self, kind: str = "l1") -> None:
+        super().__init__()
+        if kind not in _CONTENT_LOSSES:
+            raise ValueError(f"Unknown content loss {kind!r}; choose one of {', '.join(sorted(_CONTENT_LOSSES))}.")
+        self.kind = kind
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return content_loss(prediction, target, self.kind)
