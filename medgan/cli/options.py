@@ -23,6 +23,12 @@ def output_suffix(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
+def sidecar_path(output: Path) -> Path:
+    """Return the JSON sidecar path: ``output`` with ``.json`` in place of its volume suffix."""
+    suffix = output_suffix(output)
+    return output.with_name(output.name[: len(output.name) - len(suffix)] + ".json")
+
+
 def check_output_free(path: Path, overwrite: bool, option: str) -> None:
     """Fail before any work when ``path`` exists and ``--overwrite`` was not given."""
     from medgan.cli.errors import OutputExists

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from medgan.cli.infer import WRITABLE_SUFFIXES
-from medgan.cli.options import check_output_free, output_suffix, overwrite_option
+from medgan.cli.options import check_output_free, output_suffix, overwrite_option, sidecar_path
 
 logger = logging.getLogger("medgan.cli")
 
@@ -22,12 +22,6 @@ CT_OPTIONS = ("dose_fraction", "photons_per_ray", "electronic_noise_std_photons"
 MRI_OPTIONS = ("slice_thickness_mm", "slice_axis", "slice_gap_mm", "profile", "profile_fwhm_mm", "output_grid",
                "kspace_keep_fraction", "snr")
 SLICE_AXES = {"i": 0, "j": 1, "k": 2}
-
-
-def sidecar_path(output: Path) -> Path:
-    """Return the JSON sidecar path: ``output`` with ``.json`` in place of its volume suffix."""
-    suffix = output_suffix(output)
-    return output.with_name(output.name[: len(output.name) - len(suffix)] + ".json")
 
 
 @click.command()

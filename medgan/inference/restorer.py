@@ -9,6 +9,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
+from medgan.inference.grid import scaled_affine, scaled_metadata
+from medgan.inference.performance import CompiledNetwork, check_precision, prefers_channels_last
 from medgan.inference.sliding_window import sliding_window_inference
 from medgan.io.volume import Volume
 from medgan.models.card import ModelCard
@@ -57,9 +59,12 @@ class Restorer:
     """A network ready to restore volumes of its task.
 
     Args:
-        network: ``(B, C, D, H, W) -> (B, C, D, H, W)`` module in network units.
-        card: the model card; its task and intensity mapping define pre- and post-processing.
+        network: module in network units mapping ``(B, C, d, h, w)`` to ``(B, C, d * sd, h * sh, w * sw)``,
+            where ``(sd, sh, sw)`` is the card's ``output_scale`` in tensor order (k, j, i).
+        card: the model card; its task, intensity mapping and output scale define pre- and post-processing.
         device: where the network runs (``"auto"``, ``"cpu"``, ``"cuda"``).
+        compile: run the network through ``torch.compile``; when compiling fails, a warning is logged and the
+            network runs uncompiled.
     """
 
     def __repr__(self) -> str:
@@ -67,12 +72,16 @@ class Restorer:
                 f"network={self.card.network['name']!r}, device={str(self.device)!r})")
 
     def default_roi(self) -> tuple[int, int, int]:
-        """Return the default window: the training patch, grown to the receptive field along any shorter axis.
+        """Return the default window: the training patch, grown so the default overlap covers the receptive field.
 
-        A window thinner than the receptive field makes every output voxel depend on where the window edges fall.
+        With the default overlap of a quarter window, a window of ``4 * (receptive_field - 1)`` voxels shares
+        ``receptive_field - 1`` voxels with its neighbour, so every voxel lies in some window together with its
+        whole receptive field and the result does not depend on where window edges fall. Axes of the volume
+        that are shorter than the window get one window of the volume's size.
         """
         field = _receptive_field(self.network) or 1
-        return tuple(max(int(size), field) for size in self.card.patch_size)  # type: ignore[return-value]
+        context = 4 * (field - 1)
+        return tuple(max(int(size), field, context) for size in self.card.patch_size)  # type: ignore[return-value]
 
     def _warn_implausible_values(self, volume: Volume) -> None:
         if self.intensity.unit != "HU" or volume.array.size < 100:
@@ -82,23 +91,34 @@ class Restorer:
             logger.warning("The volume's lowest values (0.5th percentile %.0f) are far above air (-1000 HU): check "
                            "that it contains HU, with the DICOM rescale slope and intercept applied.", low)
 
-    def __init__(self, network: torch.nn.Module, card: ModelCard, device: str | torch.device = "auto") -> None:
+    def __init__(self, network: torch.nn.Module, card: ModelCard, device: str | torch.device = "auto", *,
+                 compile: bool = False) -> None:
         self.task = get_task(card.task)
-        if tuple(card.output_scale) != (1, 1, 1):
-            raise ValueError(
-                f"Model output_scale {card.output_scale} is not supported by this medgan version; "
-                "only same-grid restoration (1, 1, 1) is implemented."
-            )
+        scale = tuple(card.output_scale)
+        if len(scale) != 3 or any(isinstance(n, bool) or int(n) != n or n < 1 for n in scale):
+            raise ValueError(f"Model output_scale must be three positive integers along (i, j, k), got {scale!r}.")
+        self.output_scale_ijk: tuple[int, int, int] = tuple(int(n) for n in scale)  # type: ignore[assignment]
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
+        self.channels_last = prefers_channels_last(self.network, self.device)
+        if self.channels_last:
+            self.network = self.network.to(memory_format=torch.channels_last_3d)
+        self.compiled = CompiledNetwork(self.network) if compile else None
         self.card = card
         self.intensity = IntensityMapping.from_dict(card.intensity)
 
     @classmethod
-    def from_model(cls, name_or_path: str | Path, device: str | torch.device = "auto") -> "Restorer":
+    def from_model(cls, name_or_path: str | Path, device: str | torch.device = "auto", *,
+                   compile: bool = False) -> "Restorer":
         """Load a shipped model by name (e.g. ``"ldct-default"``) or a ``.safetensors`` file with its card."""
         network, card = load_model_files(name_or_path, device="cpu")
-        return cls(network, card, device=device)
+        return cls(network, card, device=device, compile=compile)
+
+    @property
+    def output_scale_dhw(self) -> tuple[int, int, int]:
+        """Output voxels per input voxel along the tensor axes (D, H, W) = (k, j, i)."""
+        scale_i, scale_j, scale_k = self.output_scale_ijk
+        return scale_k, scale_j, scale_i
 
     def restore(
         self,
@@ -107,23 +127,34 @@ class Restorer:
         roi_size: Sequence[int] | None = None,
         overlap: float = 0.25,
         batch_size: int = 1,
+        precision: str = "fp32",
+        stitch_device: str | torch.device | None = None,
         progress: Callable[[int, int], None] | None = None,
         allow_modality_mismatch: bool = False,
     ) -> Volume:
-        """Restore ``volume`` and return the result on the same grid with the same affine and metadata.
+        """Restore ``volume`` and return the result in the same physical units, modality and metadata.
+
+        With the card's ``output_scale`` of ``(1, 1, 1)`` the result has the input's grid and affine. A scale
+        ``s`` along a voxel axis gives ``n * s`` voxels there over the same physical extent: the spacing is
+        divided by ``s``, and output voxel ``m`` is centred at input voxel coordinate ``(m + 0.5) / s - 0.5``
+        (see `medgan.inference.grid`). Source metadata that describes the input grid is adjusted or dropped.
 
         Args:
             volume: input in physical units (HU for CT).
-            roi_size: window ``(D, H, W)`` in voxels, with D along the volume's k axis; `default_roi` when
+            roi_size: window ``(D, H, W)`` in input voxels, with D along the volume's k axis; `default_roi` when
                 ``None``.
             overlap: fraction of a window shared with its neighbours.
             batch_size: windows per network call.
+            precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (autocast of the network).
+            stitch_device: where the output is accumulated: the host in float64 when ``None``, or an
+                accelerator in float32.
             progress: called as ``progress(done_windows, total_windows)``.
             allow_modality_mismatch: restore a volume whose modality differs from the task's instead of raising.
 
         Raises:
             TypeError: if ``volume`` is not a `Volume`.
-            ValueError: if the volume contains NaN or infinite values, or its modality differs from the task's.
+            ValueError: if the volume contains NaN or infinite values, its modality differs from the task's, the
+                intensity mapping cannot be measured on it, or an argument is invalid.
         """
         if not isinstance(volume, Volume):
             raise TypeError(f"restore expects a medgan Volume, got {type(volume).__name__}; wrap arrays with "
@@ -139,21 +170,27 @@ class Restorer:
                                  "run it anyway.")
             logger.warning("Volume modality is %s but the model was trained for %s.", volume.modality,
                            self.task.modality)
+        check_precision(precision)
         self._warn_implausible_values(volume)
         window = tuple(roi_size) if roi_size is not None else self.default_roi()
-        field = _receptive_field(self.network)
-        spatial = (volume.shape[2], volume.shape[1], volume.shape[0])
-        if field is not None and any(w < min(field, s) for w, s in zip(window, spatial)):
-            logger.warning("Window %s is smaller than the network's receptive field (%d voxels) along an axis where "
-                           "the volume is larger, so results near window edges lack context; use a larger --roi.",
-                           window, field)
-        inputs = self.intensity.forward(volume_to_tensor(volume.array))
-        outputs = sliding_window_inference(inputs, self.network, window, overlap=overlap, batch_size=batch_size,
-                                           device=self.device, progress=progress)
-        restored = self.intensity.inverse(outputs)
-        result = volume.with_array(tensor_to_volume_array(restored))
-        result.metadata["medgan_model"] = self.card.name or "unnamed"
-        return result
+        # A map measured on this volume (MRI) or the fixed map (CT); the same map inverts the output.
+        mapping = self.intensity.for_volume(volume.array)
+        inputs = mapping.forward(volume_to_tensor(volume.array))
+        compiled = self.compiled is not None and self.compiled.is_compiled
+        outputs = sliding_window_inference(
+            inputs, self.compiled or self.network, window, overlap=overlap, batch_size=batch_size,
+            device=self.device, stitch_device=stitch_device, output_scale=self.output_scale_dhw,
+            precision=precision, channels_last=self.channels_last, full_batches=compiled, progress=progress,
+        )
+        del inputs
+        restored = mapping.inverse(outputs)
+        del outputs  # the engine's result keeps the float64 stitching buffer's memory
+        array = tensor_to_volume_array(restored)
+        del restored
+        metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape)
+        metadata["medgan_model"] = self.card.name or "unnamed"
+        return Volume(array=array, affine=scaled_affine(volume.affine, self.output_scale_ijk),
+                      modality=volume.modality, metadata=metadata)
 
 
 def _receptive_field(network: torch.nn.Module) -> int | None:
@@ -161,6 +198,6 @@ def _receptive_field(network: torch.nn.Module) -> int | None:
     return int(value) if isinstance(value, int) else None
 
 
-def load_model(name_or_path: str | Path, device: str | torch.device = "auto") -> Restorer:
+def load_model(name_or_path: str | Path, device: str | torch.device = "auto", *, compile: bool = False) -> Restorer:
     """Load a model for restoration: a shipped name such as ``"ldct-default"`` or a ``.safetensors`` path."""
-    return Restorer.from_model(name_or_path, device=device)
+    return Restorer.from_model(name_or_path, device=device, compile=compile)
