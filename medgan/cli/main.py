@@ -10,8 +10,10 @@ import logging
 import click
 
 from medgan import __version__
+from medgan.cli.evaluate import evaluate
 from medgan.cli.export import export
 from medgan.cli.infer import infer
+from medgan.cli.pretrain import pretrain_perceptual
 from medgan.cli.simulate import simulate
 from medgan.cli.train import train
 
@@ -45,3 +47,5 @@ cli.add_command(infer)
 cli.add_command(train)
 cli.add_command(export)
 cli.add_command(simulate)
+cli.add_command(evaluate)
+cli.add_command(pretrain_perceptual)

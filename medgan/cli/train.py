@@ -17,7 +17,9 @@ logger = logging.getLogger("medgan.cli")
 
 
 @click.command()
-@click.option("--task", default=None, help="Task to train (ldct). Must match the config's task when both are given.")
+@click.option("--task", default=None,
+              help="Task to train (ldct or mri-sr); sets the config's task. Must match the task in the config file "
+                   "when that file names one.")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="YAML training config, for example configs/ldct.yaml. With --resume and no "
                                  "--config, the run folder's config.yaml is used.")
@@ -36,16 +38,15 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     \b
     Examples:
       medgan train --task ldct --config configs/ldct.yaml --set train.steps=1000
+      medgan train --task mri-sr --config configs/mri_sr.yaml
       medgan train --run-dir runs/ldct-default --resume --set train.steps=4000
       torchrun --nproc-per-node 4 -m medgan train --config configs/ldct.yaml
     """
     from medgan.cli.errors import InvalidInput, OutputExists
 
-    import torch
     import yaml
     from tqdm import tqdm
 
-    from medgan import __version__
     from medgan.config import ConfigError, load_config
     from medgan.training import build_trainer
 
@@ -78,7 +79,7 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     # Build everything and load the checkpoint before touching the run folder, so a config that does not fit
     # the data or the checkpoint leaves the folder as it was.
     try:
-        trainer = build_trainer(config, run_dir)
+        trainer = build_trainer(config, run_dir, resume=resume)
         if resume:
             trainer.resume(run_dir)
     except (ValueError, FileNotFoundError) as error:
@@ -86,30 +87,72 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
     except RuntimeError as error:
         raise InvalidInput(f"The checkpoint in {run_dir} does not fit this config's networks: {error}") from error
 
+    file_handler = None
     if is_main:
         if checkpoints.exists() and not resume:
             shutil.rmtree(checkpoints)
-            (run_dir / "log.csv").unlink(missing_ok=True)
+            for name in ("log.csv", "split.json"):
+                (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
-        with open(run_dir / "run.log", "a", encoding="utf-8") as stream:
-            stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
-                         f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n"
-                         f"world size: {os.environ.get('WORLD_SIZE', '1')}\n"
-                         f"{'resumed at step ' + str(trainer.step) if resume else 'started'}\n")
+        resolved = yaml.safe_dump(config.to_dict(), sort_keys=False)
+        (run_dir / "config.yaml").write_text(resolved, encoding="utf-8")
+        _write_run_header(run_dir / "run.log", resolved, f"resumed at step {trainer.step}" if resume else "started")
+        file_handler = _attach_run_log(run_dir / "run.log")
 
-    with tqdm(total=config.train.steps, initial=trainer.step, unit="step",
-              disable=not (progress_enabled() and is_main)) as bar:
-        def on_step(record: dict) -> None:
-            bar.update(1)
-            postfix = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
-                       if key in record}
-            bar.set_postfix(postfix, refresh=False)
-            if "val_psnr_db" in record:
-                logger.info("step %d: validation PSNR %.2f dB, SSIM %.4f", record["step"], record["val_psnr_db"],
-                            record["val_ssim"])
+    # A bar only on a terminal; in a file the progress lines of medgan.training.run_log take its place.
+    show_bar = progress_enabled() and is_main and sys.stderr.isatty()
+    bar_filter = _DropProgressLines()
+    if show_bar:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(bar_filter)
+    try:
+        with tqdm(total=config.train.steps, initial=trainer.step, unit="step", disable=not show_bar) as bar:
+            def on_step(record: dict) -> None:
+                bar.update(1)
+                postfix = {key: f"{record[key]:.4g}" for key in ("generator_loss", "critic_loss", "val_psnr_db")
+                           if key in record}
+                bar.set_postfix(postfix, refresh=False)
+                if "val_psnr_db" in record:
+                    logger.info("step %d: validation PSNR %.2f dB, SSIM %.4f", record["step"], record["val_psnr_db"],
+                                record["val_ssim"])
 
-        trainer.fit(on_step)
+            trainer.fit(on_step)
+    finally:
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(bar_filter)
+        if file_handler is not None:
+            logging.getLogger("medgan").removeHandler(file_handler)
+            file_handler.close()
     if is_main:
         click.echo(f"Finished {config.train.steps} steps; run folder {run_dir}. "
                    f"Export a model with: medgan export {run_dir} -o model.safetensors")
+
+
+class _DropProgressLines(logging.Filter):
+    """Keep the periodic progress lines off the terminal while a progress bar shows the same numbers."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name != "medgan.training.run_log"
+
+
+def _write_run_header(path: Path, resolved_config: str, event: str) -> None:
+    """Append versions, platform, command line and the resolved config to the run's log file."""
+    import torch
+
+    from medgan import __version__
+
+    with open(path, "a", encoding="utf-8") as stream:
+        stream.write(f"medgan {__version__}, torch {torch.__version__}, python {platform.python_version()}, "
+                     f"{platform.platform()}\nargv: {' '.join(sys.argv)}\ncwd: {Path.cwd()}\n"
+                     f"world size: {os.environ.get('WORLD_SIZE', '1')}\n{event}\nresolved config:\n"
+                     + "".join(f"  {line}\n" for line in resolved_config.splitlines()))
+
+
+def _attach_run_log(path: Path) -> logging.FileHandler:
+    """Copy medgan's log records into the run's log file, with timestamps, at INFO or the more verbose level."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(min(logging.INFO, logging.getLogger("medgan").getEffectiveLevel()))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("medgan").addHandler(handler)
+    return handler

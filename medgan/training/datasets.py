@@ -1,13 +1,12 @@
 """Training pairs: random 3D patches of (low-quality, high-quality) volumes in network units.
 
-Two sources: normal-dose volumes with low dose simulated on the fly in the projection domain, or a manifest of
-paired low/normal-dose volumes on the same grid. Both draw every random choice from an explicit
-``torch.Generator``, so a seeded run samples the same patches again.
+Two sources: normal-dose volumes with low dose simulated on the fly in the projection domain, or paired
+low/normal-dose volumes on the same grid (listed by `medgan.training.manifests`). Both draw every random choice
+from an explicit ``torch.Generator``, so a seeded run samples the same patches again.
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +16,9 @@ import torch
 
 from medgan.config import DataConfig
 from medgan.inference.restorer import volume_to_tensor
-from medgan.io import Volume, read_volume
+from medgan.io import Volume
 from medgan.tasks import IntensityMapping
+from medgan.training.manifests import PairEntry
 from medgan.training.simulation import NoiseBank, SliceNoiseSimulator
 
 logger = logging.getLogger(__name__)
@@ -55,26 +55,8 @@ def list_volume_paths(entries: list[str]) -> list[Path]:
     return paths
 
 
-def read_pairs_manifest(manifest: str | Path) -> list[tuple[Path, Path]]:
-    """Read a CSV manifest with ``low`` and ``high`` columns; relative paths are relative to the manifest.
-
-    Raises:
-        ValueError: if a column is missing or the manifest has no rows.
-    """
-    manifest = Path(manifest)
-    if not manifest.is_file():
-        raise FileNotFoundError(f"Manifest {manifest} not found (data.manifest or data.validation_manifest).")
-    with open(manifest, newline="", encoding="utf-8") as stream:
-        reader = csv.DictReader(stream)
-        if reader.fieldnames is None or not {"low", "high"} <= set(reader.fieldnames):
-            raise ValueError(f"Manifest {manifest} needs 'low' and 'high' columns, found {reader.fieldnames}.")
-        rows = [(manifest.parent / row["low"], manifest.parent / row["high"]) for row in reader]
-    if not rows:
-        raise ValueError(f"Manifest {manifest} lists no volume pairs.")
-    return rows
-
-
-def _check_same_grid(low: Volume, high: Volume, low_path: Path, high_path: Path) -> None:
+def _check_same_grid(low: Volume, high: Volume, low_path: object, high_path: object) -> None:
+    """Raise unless the pair shares shape and affine (within 1e-3 mm): pairs are never resampled silently."""
     if low.shape != high.shape or not np.allclose(low.affine, high.affine, atol=1e-3):
         raise ValueError(
             f"Paired volumes must share one grid: {low_path} has shape {low.shape} and {high_path} has shape "
@@ -170,17 +152,22 @@ def _slice_spacing_mm(volume: Volume) -> tuple[float, float]:
     return (spacing_j, spacing_i)
 
 
-def load_training_volumes(data: DataConfig) -> tuple[list[Volume], list[Volume] | None]:
-    """Read the configured training volumes: ``(high, low)``, with ``low`` ``None`` in simulate mode."""
-    if data.mode == "paired":
-        highs, lows = [], []
-        for low_path, high_path in read_pairs_manifest(data.manifest):
-            low, high = read_volume(low_path), read_volume(high_path)
-            _check_same_grid(low, high, low_path, high_path)
+def load_training_volumes(entries: list[PairEntry]) -> tuple[list[Volume], list[Volume] | None]:
+    """Read each entry's volumes once: ``(high, low)``, with ``low`` ``None`` when low quality is simulated.
+
+    Raises:
+        ValueError: if some entries are paired and others not, or a pair's volumes differ in grid.
+    """
+    paired = {entry.low is not None for entry in entries}
+    if len(paired) > 1:
+        raise ValueError("Either every training entry has a low-quality volume or none has.")
+    highs, lows = [], []
+    for entry in entries:
+        high = entry.high.read()
+        logger.info("Training volume of patient %s: %r", entry.patient, high)
+        highs.append(high)
+        if entry.low is not None:
+            low = entry.low.read()
+            _check_same_grid(low, high, entry.low, entry.high)
             lows.append(low)
-            highs.append(high)
-        return highs, lows
-    highs = [read_volume(path) for path in list_volume_paths(data.volumes)]
-    for volume in highs:
-        logger.info("Training volume %r", volume)
-    return highs, None
+    return highs, (lows if paired == {True} else None)

@@ -33,10 +33,19 @@ def describe_training_data(config_dict: dict) -> str:
     data = config_dict["data"]
     if data["mode"] == "paired":
         return f"Paired low/normal-dose volumes from manifest {data['manifest']}."
+    if data["mode"] == "paired-folders":
+        return (f"Paired full-dose and low-dose DICOM series, one folder per patient, under {data['root']} "
+                f"(full dose {data['full_dose_patterns']}, low dose {data['low_dose_patterns']}).")
     try:
         names = [path.name for path in list_volume_paths(data["volumes"])]
     except FileNotFoundError:
         names = [Path(entry).name for entry in data["volumes"]]
+    if config_dict["task"] == "mri-sr":
+        scale = get_task("mri-sr").output_scale
+        snr = data["rician_snr_range"]
+        noise = f"Rician noise at SNR {snr[0]:g} to {snr[1]:g}" if snr else "no added noise"
+        return (f"High-resolution MRI volumes {', '.join(names)}, degraded on the fly to slices {scale[2]}x "
+                f"thicker along k with a {data['slice_profile']} slice profile and {noise}.")
     return (
         f"Normal-dose volumes {', '.join(names)}, low dose simulated in the "
         f"projection domain with dose fractions {data['dose_fraction_range']}, {data['photons_per_ray']:g} "
@@ -81,17 +90,21 @@ def export_run(run_dir: str | Path, output: str | Path, *, name: str = "", check
     scored_exported_weights = weights == "ema" or "ema" not in state
     validation = _validation_at(run_dir / "log.csv", int(state["step"])) if scored_exported_weights else {}
     metrics = {}
+    task = get_task(config.task)
     if validation:
-        metrics["validation"] = {
-            **validation,
-            "protocol": f"window [-1000, 1000] HU mapped to [0, 1]; simulated dose fraction "
-                        f"{config.data.validation_dose_fraction}; PSNR and mean 2D SSIM over axial slices",
-        }
+        if task.name == "mri-sr":
+            protocol = ("network units (1 = the volume's 99.5th percentile) clipped to [0, 1]; thick slices "
+                        "simulated from the validation volume; PSNR and mean 2D SSIM over axial slices")
+        else:
+            protocol = (f"window [-1000, 1000] HU mapped to [0, 1]; simulated dose fraction "
+                        f"{config.data.validation_dose_fraction}; PSNR and mean 2D SSIM over axial slices")
+        metrics["validation"] = {**validation, "protocol": protocol}
     card = ModelCard(
         task=config.task,
         network={"name": config.generator.name, "kwargs": config.generator.kwargs},
-        intensity=get_task(config.task).intensity.to_dict(),
+        intensity=task.intensity.to_dict(),
         patch_size=tuple(config.data.patch_size),
+        output_scale=tuple(task.output_scale),
         training_data=" ".join(part for part in (training_data, describe_training_data(config_dict)) if part),
         metrics=metrics,
         medgan_version=__version__,

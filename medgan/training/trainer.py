@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import logging
 import math
 import time
@@ -16,11 +15,13 @@ import torch
 from medgan.config import Config
 from medgan.evaluation.metrics import HU_WINDOW_WIDE, psnr, ssim_slices, windowed
 from medgan.inference.sliding_window import sliding_window_inference
-from medgan.losses import content_loss, critic_loss, generator_adversarial_loss, gradient_penalty
+from medgan.losses import CompositeLoss, critic_loss, generator_adversarial_loss, gradient_penalty
+from medgan.networks.critics import critic_input
 from medgan.tasks import IntensityMapping
 from medgan.training import distributed
 from medgan.training.checkpoints import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
 from medgan.training.ema import ModelEMA
+from medgan.training.run_log import RunLog
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ class GANTrainer:
        penalty runs in float32 outside autocast and differentiates the critic's raw scores, so a loss scaler
        never touches it.
     2. Generator step with the critic frozen (``requires_grad`` off): the loss is
-       ``adversarial_weight * -D(low, G(low)) + content_weight * content(G(low), high)``.
+       ``adversarial_weight * -D(low, G(low)) + content(G(low), high)``, where ``content`` is the weighted sum
+       of the config's loss terms (`LossConfig.resolved_terms`: L1, MSE, SSIM or perceptual losses).
 
     During the first ``warmup_steps`` steps only the content loss trains the generator, which gives the critic
     a sensible generator to judge. The critic is conditional: it scores the channel concatenation of the
@@ -110,10 +112,19 @@ class GANTrainer:
         self.scaler_generator = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.scaler_critic = torch.amp.GradScaler(device.type, enabled=use_scaler)
         self.ema = ModelEMA(self.generator, train.ema_decay)
+        # The generator's non-adversarial loss; any perceptual networks in it are frozen and move to the device.
+        self.content_criterion = CompositeLoss(
+            (term.name, term.weight, term.kwargs) for term in config.loss.resolved_terms()).to(device)
         # Ranks draw different patches from generators seeded apart.
         self.data_generator = torch.Generator().manual_seed(config.seed + 1000 * distributed.rank())
         self.step = 0
         self.log_path = self.run_dir / "log.csv"
+        # Output voxels per input voxel along (D, H, W): (1, 1, 1) for same-grid restoration.
+        self.output_scale = tuple(int(n) for n in getattr(generator, "output_scale", (1, 1, 1)))
+        # The patient split of `medgan.training.split`, written to the run folder when training starts.
+        self.split = None
+        # Middle slices (input, output, target) of the first validation case at the last validation.
+        self.last_preview: list | None = None
 
     # Checkpoints -----------------------------------------------------------------------------------------
 
@@ -176,10 +187,13 @@ class GANTrainer:
             fake = self.generator(low)
         fake = fake.float()
         with self._autocast():
-            score_real = self.critic(torch.cat([low, high], dim=1))
-            score_fake = self.critic(torch.cat([low, fake], dim=1))
+            score_real = self.critic(critic_input(low, high))
+            score_fake = self.critic(critic_input(low, fake))
         wasserstein = critic_loss(score_real, score_fake)
-        penalty = gradient_penalty(self.critic, high, fake, condition=low, generator=self.data_generator)
+        # The penalty differentiates with respect to the candidate only; critic_input brings the low input onto
+        # the candidate's grid when an SR generator's output is finer.
+        penalty = gradient_penalty(lambda candidate: self.critic(critic_input(low.float(), candidate)), high, fake,
+                                   generator=self.data_generator)
         loss = wasserstein + self.config.loss.gradient_penalty_weight * penalty
         self._apply(loss, self.critic, self.optimizer_critic, self.scaler_critic)
         return {"critic_loss": loss.item(), "wasserstein_distance": -wasserstein.item(),
@@ -191,14 +205,16 @@ class GANTrainer:
         self.optimizer_generator.zero_grad(set_to_none=True)
         with self._autocast():
             fake = self.generator(low)
-        content = content_loss(fake, high, self.config.loss.content)
-        loss = self.config.loss.content_weight * content
+        # content_loss is the weighted total of the terms, and loss_<name> is each term before weighting.
+        content, term_values = self.content_criterion(fake, high)
+        loss = content
         terms = {"content_loss": content.item()}
+        terms.update({f"loss_{label}": value.item() for label, value in term_values.items()})
         if adversarial:
             self.critic.requires_grad_(False)
             try:
                 with self._autocast():
-                    score = self.critic(torch.cat([low, fake], dim=1))
+                    score = self.critic(critic_input(low, fake))
                 adversarial_loss = generator_adversarial_loss(score)
             finally:
                 self.critic.requires_grad_(True)
@@ -234,53 +250,90 @@ class GANTrainer:
     # Validation ------------------------------------------------------------------------------------------
 
     def validate(self) -> dict[str, float]:
-        """Score the EMA generator on the validation volumes: PSNR and SSIM in ``HU_WINDOW_WIDE``, case means."""
+        """Score the EMA generator on the validation volumes, PSNR and SSIM as case means.
+
+        A fixed intensity mapping (CT) is scored in physical units through ``HU_WINDOW_WIDE``. A per-volume
+        mapping (MRI) is scored in network units, where 1 is the volume's reference percentile, clipped to
+        ``[0, 1]``. A super-resolution generator's output is compared with the high-resolution reference on its
+        finer grid.
+        """
         if not self.validation:
             return {}
         network = self.ema.average
         psnrs, ssims = [], []
-        patch = tuple(self.config.data.patch_size)
+        # The window is the training patch measured on the input grid.
+        window = tuple(size // factor for size, factor in zip(self.config.data.patch_size, self.output_scale))
+        scale_options = {} if self.output_scale == (1, 1, 1) else {"output_scale": self.output_scale}
         for index, case in enumerate(self.validation):
-            restored = sliding_window_inference(case.low, network, patch, overlap=0.25, batch_size=1,
-                                                device=self.device)
-            reference = windowed(self.intensity.inverse(case.high[0, 0].double()), HU_WINDOW_WIDE)
-            candidate = windowed(self.intensity.inverse(restored[0, 0].double()), HU_WINDOW_WIDE)
+            restored = sliding_window_inference(case.low, network, window, overlap=0.25, batch_size=1,
+                                                device=self.device, **scale_options)
+            reference = self._metric_units(case.high[0, 0])
+            candidate = self._metric_units(restored[0, 0])
             psnrs.append(psnr(reference, candidate))
             ssims.append(ssim_slices(reference, candidate))
-            if index == 0 and self.config.train.preview_every and self.step % self.config.train.preview_every == 0:
-                self._save_preview(case, restored)
+            if index == 0:
+                self.last_preview = self._preview_slices(case, restored)
+                if self.config.train.preview_every and self.step % self.config.train.preview_every == 0:
+                    self._save_preview(case, restored)
         return {"val_psnr_db": sum(psnrs) / len(psnrs), "val_ssim": sum(ssims) / len(ssims)}
+
+    def _metric_units(self, network_values: torch.Tensor) -> torch.Tensor:
+        if self.intensity.reference_percentile is not None:
+            return windowed(network_values.double(), (0.0, 1.0))
+        return windowed(self.intensity.inverse(network_values.double()), HU_WINDOW_WIDE)
+
+    def _preview_slices(self, case: ValidationCase, restored: torch.Tensor) -> list:
+        """Return the middle axial slice of input, output and target, in physical units for a fixed mapping."""
+        tensors = (case.low, restored, case.high)
+        slices = [t[0, 0, t.shape[2] // 2].double() for t in tensors]
+        if self.intensity.reference_percentile is None:
+            slices = [self.intensity.inverse(s) for s in slices]
+        return [s.numpy() for s in slices]
+
+    def _preview_window(self) -> tuple[float, float]:
+        return (0.0, 1.0) if self.intensity.reference_percentile is not None else HU_WINDOW_WIDE
 
     def _save_preview(self, case: ValidationCase, restored: torch.Tensor) -> None:
         from medgan.evaluation.figures import save_validation_preview
 
-        middle = case.low.shape[2] // 2
-        slices = [self.intensity.inverse(t[0, 0, middle].double()).numpy()
-                  for t in (case.low, restored, case.high)]
+        slices = self._preview_slices(case, restored)
         path = self.run_dir / "previews" / f"step-{self.step:07d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_validation_preview(*slices, path)
+        if self.intensity.reference_percentile is not None:
+            if slices[0].shape != slices[1].shape:
+                return  # NOTE: the PNG tiles need one shape; SR previews go to TensorBoard only.
+            save_validation_preview(*slices, path, window=(0.0, 1.0), difference_range=0.1)
+        else:
+            save_validation_preview(*slices, path)
 
     # Loop ------------------------------------------------------------------------------------------------
 
-    def _write_log_row(self, record: dict[str, Any]) -> None:
-        new_file = not self.log_path.exists()
-        with open(self.log_path, "a", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=LOG_COLUMNS, extrasaction="ignore")
-            if new_file:
-                writer.writeheader()
-            writer.writerow({key: (f"{value:.6g}" if isinstance(value, float) else value)
-                             for key, value in record.items()})
-
     def fit(self, on_step: Callable[[dict[str, Any]], None] | None = None,
             until_step: int | None = None) -> dict[str, Any]:
-        """Train until ``train.steps``, logging every step to ``log.csv`` and checkpointing on schedule.
+        """Train until ``train.steps``, logging every step and checkpointing on schedule.
+
+        Each step goes to ``log.csv``, to TensorBoard when enabled and available, and every ``train.log_every``
+        steps to one progress line (see `medgan.training.run_log`). The patient split, when there is one, is
+        written to ``split.json`` first.
 
         ``until_step`` stops earlier, after writing a checkpoint, as an interrupted run would; the schedules still
         follow ``train.steps``. Returns the last step's record (with validation metrics when it validated).
         """
+        train = self.config.train
+        run_log = None
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            if self.split is not None:
+                self.split.write(self.run_dir)
+            run_log = RunLog(self.run_dir, LOG_COLUMNS, train.steps, train.log_every, train.tensorboard)
+        try:
+            return self._fit_loop(run_log, on_step, until_step)
+        finally:
+            if run_log is not None:
+                run_log.close()
+
+    def _fit_loop(self, run_log: RunLog | None, on_step: Callable[[dict[str, Any]], None] | None,
+                  until_step: int | None) -> dict[str, Any]:
         train = self.config.train
         self.generator.train()
         self.critic.train()
@@ -293,11 +346,15 @@ class GANTrainer:
             record = self.train_step()
             n_batches = 1 + (train.n_critic if record["phase"] == "adversarial" else 0)
             record["patches_per_second"] = n_batches * patches_per_step / (time.perf_counter() - step_started)
-            if self.is_main:
-                if self.step % train.validate_every == 0 or self.step == train.steps:
+            if run_log is not None:
+                validated = self.step % train.validate_every == 0 or self.step == train.steps
+                if validated:
                     record.update(self.validate())
                 record["seconds"] = time.perf_counter() - started
-                self._write_log_row(record)
+                run_log.write(record, n_batches * patches_per_step)
+                if validated and self.last_preview is not None:
+                    run_log.add_preview(self.last_preview, self.step, self._preview_window())
+                    run_log.flush()
                 if self.step % train.checkpoint_every == 0 or self.step == last_step:
                     save_checkpoint(self.run_dir, self.state_dict(), self.step)
                 if on_step is not None:
