@@ -5,7 +5,8 @@ package ships (nothing is downloaded): 197 x 233 x 189 voxels of 1 mm, intensiti
 
 The template is one image, so the split is by region, not by subject: the training volume is the slab
 k < 124 and the validation volume the slab k >= 132, with 8 slices between them that neither uses. Each slab
-keeps its exact position: the affine's origin moves to the slab's first slice.
+keeps its exact position: the affine's origin moves to the slab's first slice. The training slab is also
+written block-averaged to 2 mm, so the network sees anatomy at the voxel scale of 2 mm scans.
 
 Writes ``OUTDIR/train/mni152_t1_k000-123.nii.gz`` and ``OUTDIR/validation/mni152_t1_k132-188.nii.gz``.
 
@@ -33,6 +34,19 @@ def slab(array: np.ndarray, affine: np.ndarray, start: int, stop: int | None) ->
     return Volume(np.ascontiguousarray(array[:, :, start:stop], dtype=np.float32), shifted, "MR")
 
 
+def block_average(volume: Volume, factor: int) -> Volume:
+    """Average ``factor``-voxel cubes: a coarser acquisition of the same anatomy, each voxel at its cube's centre.
+
+    The SR network works in voxel units, so a copy at 2 mm teaches it anatomy at the scale of 2 mm scans too.
+    """
+    shape = [n // factor for n in volume.shape]
+    cropped = volume.array[:shape[0] * factor, :shape[1] * factor, :shape[2] * factor]
+    averaged = cropped.reshape(shape[0], factor, shape[1], factor, shape[2], factor).mean(axis=(1, 3, 5))
+    to_old_voxels = np.diag([factor, factor, factor, 1.0])
+    to_old_voxels[:3, 3] = (factor - 1) / 2.0
+    return Volume(averaged.astype(np.float32), volume.affine @ to_old_voxels, volume.modality)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", nargs="?", type=Path, default=Path("work/mri-data"))
@@ -51,6 +65,11 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_volume(volume, path, overwrite=arguments.overwrite)
         print(f"Wrote {path}: {volume.shape} voxels of {volume.spacing_mm} mm")
+        if folder == "train":
+            coarse = block_average(volume, 2)
+            coarse_path = path.with_name(path.name.replace(".nii.gz", "_2mm.nii.gz"))
+            write_volume(coarse, coarse_path, overwrite=arguments.overwrite)
+            print(f"Wrote {coarse_path}: {coarse.shape} voxels of {coarse.spacing_mm} mm")
 
 
 if __name__ == "__main__":

@@ -167,3 +167,26 @@ def test_single_scan_writes_sidecar(tmp_path, ct_volume, identity_model):
     blocked = run("infer", scan, "-o", tmp_path / "third.nii.gz", "--model", identity_model, "--no-preview")
     assert blocked.exit_code == 4
     assert not (tmp_path / "third.nii.gz").exists()
+
+
+def test_adapt_records_the_fine_tuning_in_the_sidecar(tmp_path):
+    """--adapt fine-tunes a copy on the scan, keeps the input grid, and says what it did in the sidecar."""
+    import json
+    from importlib import resources
+
+    from click.testing import CliRunner
+
+    from medgan.cli.main import cli
+    from medgan.io import read_volume
+
+    scan = resources.files("medgan.data") / "ct_small_quarter_dose.nii.gz"
+    output = tmp_path / "adapted.nii.gz"
+    result = CliRunner().invoke(cli, ["-q", "infer", str(scan), "-o", str(output), "--no-preview", "--adapt",
+                                      "--adapt-minutes", "0.05"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "adapted.json").read_text())
+    assert record["adaptation"]["steps"] >= 1
+    assert record["adaptation"]["budget_minutes"] == 0.05
+    restored, original = read_volume(output), read_volume(str(scan))
+    assert restored.shape == original.shape
+    assert (restored.affine == original.affine).all()

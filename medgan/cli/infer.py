@@ -81,6 +81,7 @@ class RestoreSettings:
     stitch_device: Any
     ignore_modality: bool
     overwrite: bool
+    adapt_minutes: float | None = None
 
 
 @click.command()
@@ -128,6 +129,12 @@ class RestoreSettings:
 @click.option("--preview", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="PNG of the middle slices: input | output | difference. Default: OUTPUT's name with _preview.png.")
 @click.option("--no-preview", is_flag=True, default=False, help="Do not write the PNG preview.")
+@click.option("--adapt", is_flag=True, default=False,
+              help="Fine-tune a copy of the model on the scan itself before restoring it: thick-slice MRI learns from "
+                   "its own in-plane axes degraded like the slice axis, CT from extra noise simulated on its own "
+                   "content. The sidecar records what was done.")
+@click.option("--adapt-minutes", type=click.FloatRange(min=0.05, max=120.0), default=5.0, show_default=True,
+              help="Wall-clock budget of --adapt, in minutes.")
 @click.option("--ignore-modality", is_flag=True, default=False,
               help="Restore a volume whose DICOM modality differs from the model's (for example MR through a CT "
                    "model). Without it such input is rejected.")
@@ -135,8 +142,8 @@ class RestoreSettings:
 def infer(scan: Path, output: Path | None, output_format: str | None, model_name: str | None, task: str,
           device: str, roi: tuple[int, int, int] | None, overlap: float, batch_size: int, precision: str,
           stitch_device: str, threads: int | None, compile_network: bool, series_uid: str | None,
-          resample_z: bool, preview: Path | None, no_preview: bool, ignore_modality: bool,
-          overwrite: bool) -> None:
+          resample_z: bool, preview: Path | None, no_preview: bool, adapt: bool, adapt_minutes: float,
+          ignore_modality: bool, overwrite: bool) -> None:
     """Restore SCAN (a NIfTI, NRRD or MHA file, or a folder holding one DICOM series) with a trained model.
 
     The output keeps the input's physical extent, orientation and voxel values' unit (HU for CT). A model
@@ -157,13 +164,15 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
       medgan infer dicom_folder/ -o denoised_series --overwrite
       medgan infer scans/ -o restored/ --threads 8
       torchrun --nproc-per-node 4 -m medgan infer scans.txt -o restored/ --device cuda
+      medgan infer --task mri-sr thick.nii.gz -o fine.nii.gz --adapt --adapt-minutes 5
     """
     from medgan.inference.cohort import is_cohort_input
 
     if not overlap < 0.95 + 1e-12 or not overlap >= 0:
         raise click.BadParameter(f"{overlap} is not a number in [0, 0.95].", param_hint="--overlap")
     settings = RestoreSettings(roi=roi, overlap=overlap, batch_size=batch_size, precision=precision,
-                               stitch_device=stitch_device, ignore_modality=ignore_modality, overwrite=overwrite)
+                               stitch_device=stitch_device, ignore_modality=ignore_modality, overwrite=overwrite,
+                               adapt_minutes=adapt_minutes if adapt else None)
     if is_cohort_input(scan):
         if preview is not None:
             raise click.BadParameter("a cohort writes one preview per scan beside its output; drop --preview or "
@@ -315,8 +324,13 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
                            f"{volume.metadata.get('format') or 'another format'}. Choose nifti, nrrd or mha.")
     logger.info("Input %s: %r", scan, volume)
 
+    adaptation = None
+    if settings.adapt_minutes is not None:
+        restorer, adaptation = _adapt(scan, volume, restorer, settings)
     restored, window, seconds = _restore(scan, volume, restorer, settings)
     record = _run_record(scan, series_uid, output, volume, restored, restorer, settings, window, seconds)
+    if adaptation is not None:
+        record["adaptation"] = adaptation
     try:
         write_volume(restored, output, overwrite=settings.overwrite, format=output_format)
         if preview is not None:
@@ -326,6 +340,35 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
         raise OutputExists(str(error)) from error
     except ValueError as error:
         raise InvalidInput(f"Cannot write {output}: {error}") from error
+
+
+def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
+    """Fine-tune a copy of the restorer's network on ``volume``; return a restorer around it and the record."""
+    from medgan.adaptation import adapt_denoiser, adapt_super_resolution
+    from medgan.cli.errors import InvalidInput
+    from medgan.inference.restorer import Restorer
+    from medgan.tasks import IntensityMapping
+
+    card = restorer.card
+    intensity = IntensityMapping.from_dict(card.intensity)
+    scale_i, scale_j, scale_k = restorer.output_scale_ijk
+    logger.info("Adapting model %s to %s for up to %.1f minutes", card.name or "unnamed", scan,
+                settings.adapt_minutes)
+    try:
+        if (scale_i, scale_j) == (1, 1) and scale_k > 1:
+            adapted, record = adapt_super_resolution(restorer.network, volume, task_intensity=intensity,
+                                                     slice_axis_scale=scale_k, minutes=settings.adapt_minutes,
+                                                     device=restorer.device)
+        elif (scale_i, scale_j, scale_k) == (1, 1, 1) and card.task == "ldct":
+            adapted, record = adapt_denoiser(restorer.network, volume, task_intensity=intensity,
+                                             minutes=settings.adapt_minutes, device=restorer.device)
+        else:
+            raise ValueError(f"--adapt supports ldct denoisers and super-resolution along k only; model "
+                             f"{card.name or 'unnamed'!r} has task {card.task} and output scale "
+                             f"{restorer.output_scale_ijk} along i, j, k.")
+    except ValueError as error:
+        raise InvalidInput(f"Cannot adapt to {scan}: {error}") from error
+    return Restorer(adapted, card, device=restorer.device), record
 
 
 def _restore(scan: Path, volume, restorer, settings: RestoreSettings):

@@ -11,7 +11,7 @@ import torch
 
 from medgan.inference.grid import scaled_affine, scaled_metadata
 from medgan.inference.performance import CompiledNetwork, check_precision, prefers_channels_last
-from medgan.inference.sliding_window import sliding_window_inference
+from medgan.inference.sliding_window import context_window, sliding_window_inference
 from medgan.io.volume import Volume
 from medgan.models.card import ModelCard
 from medgan.models.files import load_model_files
@@ -79,9 +79,9 @@ class Restorer:
         whole receptive field and the result does not depend on where window edges fall. Axes of the volume
         that are shorter than the window get one window of the volume's size.
         """
-        field = _receptive_field(self.network) or 1
-        context = 4 * (field - 1)
-        return tuple(max(int(size), field, context) for size in self.card.patch_size)  # type: ignore[return-value]
+        # The card's patch is the training target, on the output grid; the window is measured on the input grid.
+        patch = [max(1, int(size) // int(scale)) for size, scale in zip(self.card.patch_size, self.output_scale_dhw)]
+        return context_window(patch, _receptive_field(self.network))  # type: ignore[return-value]
 
     def _warn_implausible_values(self, volume: Volume) -> None:
         if self.intensity.unit != "HU" or volume.array.size < 100:

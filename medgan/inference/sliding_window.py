@@ -127,6 +127,17 @@ def plan_tiling(spatial: Sequence[int], roi_size: Sequence[int], overlap: float,
     return tuple(tilings)  # type: ignore[return-value]
 
 
+def context_window(patch_size: Sequence[int], receptive_field: int | None, overlap: float = 0.25) -> tuple[int, ...]:
+    """Return a window at least ``patch_size`` whose ``overlap`` share covers the network's receptive field.
+
+    Neighbouring windows then share ``receptive_field - 1`` voxels, so every voxel lies in some window together
+    with its whole receptive field and the result does not depend on where window edges fall.
+    """
+    field = int(receptive_field or 1)
+    context = math.ceil((field - 1) / overlap) if overlap > 0 else field
+    return tuple(max(int(size), field, context) for size in patch_size)
+
+
 def sliding_window_inference(
     volume: torch.Tensor,
     network: Callable[[torch.Tensor], torch.Tensor],

@@ -14,7 +14,7 @@ import torch
 
 from medgan.config import Config
 from medgan.evaluation.metrics import HU_WINDOW_WIDE, psnr, ssim_slices, windowed
-from medgan.inference.sliding_window import sliding_window_inference
+from medgan.inference.sliding_window import context_window, sliding_window_inference
 from medgan.losses import CompositeLoss, critic_loss, generator_adversarial_loss, gradient_penalty
 from medgan.networks.critics import critic_input
 from medgan.tasks import IntensityMapping
@@ -261,8 +261,9 @@ class GANTrainer:
             return {}
         network = self.ema.average
         psnrs, ssims = [], []
-        # The window is the training patch measured on the input grid.
-        window = tuple(size // factor for size, factor in zip(self.config.data.patch_size, self.output_scale))
+        # The window is the training patch measured on the input grid, grown to give the receptive field context.
+        patch = tuple(size // factor for size, factor in zip(self.config.data.patch_size, self.output_scale))
+        window = context_window(patch, getattr(self.generator, "receptive_field", None))
         scale_options = {} if self.output_scale == (1, 1, 1) else {"output_scale": self.output_scale}
         for index, case in enumerate(self.validation):
             restored = sliding_window_inference(case.low, network, window, overlap=0.25, batch_size=1,
