@@ -166,7 +166,15 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
       torchrun --nproc-per-node 4 -m medgan infer scans.txt -o restored/ --device cuda
       medgan infer --task mri-sr thick.nii.gz -o fine.nii.gz --adapt --adapt-minutes 5
     """
+    from click.core import ParameterSource
+
     from medgan.inference.cohort import is_cohort_input
+
+    context = click.get_current_context()
+    if not adapt and context.get_parameter_source("adapt_minutes") == ParameterSource.COMMANDLINE:
+        raise click.BadParameter("it sets the budget of --adapt; add --adapt or drop it.",
+                                 param_hint="--adapt-minutes")
+    task_given = context.get_parameter_source("task") == ParameterSource.COMMANDLINE
 
     if not overlap < 0.95 + 1e-12 or not overlap >= 0:
         raise click.BadParameter(f"{overlap} is not a number in [0, 0.95].", param_hint="--overlap")
@@ -186,7 +194,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
             raise click.BadParameter(f"{output} is a file, but a cohort writes into a folder.", param_hint="--output")
         if not output.parent.is_dir():
             raise click.BadParameter(f"folder {output.parent} does not exist.", param_hint="--output")
-        restorer, settings = _prepare_run(model_name, task, device, threads, compile_network, settings)
+        restorer, settings = _prepare_run(model_name, task, device, threads, compile_network, settings, task_given)
         _infer_cohort(scan, output, output_format or "nifti", restorer, settings, resample_z, not no_preview)
         return
 
@@ -212,6 +220,9 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
         if preview.resolve() in (output.resolve(), scan.resolve()):
             raise click.BadParameter(f"{preview} is also the input or the output; choose another file.",
                                      param_hint="--preview")
+    if output.resolve() == scan.resolve():
+        raise click.BadParameter(f"{output} is the input scan; choose another output so the scan is never "
+                                 "replaced.", param_hint="--output")
     sidecar = _sidecar_for(output, output_format)
     if sidecar.resolve() == scan.resolve():
         raise click.BadParameter(f"the JSON sidecar {sidecar} would replace the input; choose another output name.",
@@ -221,7 +232,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
     if preview is not None:
         check_output_free(preview, overwrite, "--preview")
 
-    restorer, settings = _prepare_run(model_name, task, device, threads, compile_network, settings)
+    restorer, settings = _prepare_run(model_name, task, device, threads, compile_network, settings, task_given)
     _check_scale_fits_format(restorer, output_format)
     if sidecar.resolve() == _model_card_path(restorer):
         raise click.BadParameter(f"the JSON sidecar {sidecar} would replace the model's card; choose another output "
@@ -239,7 +250,7 @@ def _sidecar_for(output: Path, output_format: str) -> Path:
 
 
 def _prepare_run(model_name: str | None, task: str, device: str, threads: int | None, compile_network: bool,
-                 settings: RestoreSettings):
+                 settings: RestoreSettings, task_given: bool = False):
     """Apply --threads, resolve the devices and load the model; return the restorer and the resolved settings."""
     import torch
 
@@ -266,9 +277,14 @@ def _prepare_run(model_name: str | None, task: str, device: str, threads: int | 
     try:
         restorer = load_model(model, device=device, compile=compile_network)
     except FileNotFoundError as error:
-        raise click.BadParameter(str(error), param_hint="--model") from error
+        hint = "" if model_name else (f" It is the default model of --task {task}; train one with configs/ and "
+                                      "pass it with --model FILE.safetensors.")
+        raise click.BadParameter(f"{error}{hint}", param_hint="--model") from error
     except ValueError as error:
         raise InvalidInput(f"Model {model}: {error}") from error
+    if task_given and restorer.card.task != task:
+        raise click.BadParameter(f"model {model!r} restores task {restorer.card.task!r}, not {task!r}; drop --task "
+                                 "or pass a model of that task.", param_hint="--task")
     logger.info("Model %s (task %s, network %s, output scale %s along i, j, k) on %s with %d CPU threads",
                 restorer.card.name or model, restorer.card.task, restorer.card.network["name"],
                 restorer.output_scale_ijk, restorer.device, torch.get_num_threads())
@@ -331,15 +347,36 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
     record = _run_record(scan, series_uid, output, volume, restored, restorer, settings, window, seconds)
     if adaptation is not None:
         record["adaptation"] = adaptation
+    # The sidecar goes last: it records a finished output. If any write fails, the files this call created are
+    # removed, so a rerun does not mistake a half-written result for a finished one.
+    targets = [path for path in (preview, output, sidecar) if path is not None]
+    existed = {path: path.exists() for path in targets}
     try:
-        write_volume(restored, output, overwrite=settings.overwrite, format=output_format)
         if preview is not None:
             save_preview_png(volume, restored, preview, overwrite=settings.overwrite)
+        write_volume(restored, output, overwrite=settings.overwrite, format=output_format)
         _write_sidecar(record, sidecar, settings.overwrite)
-    except FileExistsError as error:
-        raise OutputExists(str(error)) from error
-    except ValueError as error:
-        raise InvalidInput(f"Cannot write {output}: {error}") from error
+    except BaseException as error:
+        _remove_created(targets, existed)
+        if isinstance(error, FileExistsError):
+            raise OutputExists(str(error)) from error
+        if isinstance(error, ValueError):
+            raise InvalidInput(f"Cannot write {output}: {error}") from error
+        raise
+
+
+def _remove_created(paths: list[Path], existed: dict[Path, bool]) -> None:
+    """Delete the outputs among ``paths`` that did not exist before this run wrote them."""
+    import shutil
+
+    for path in paths:
+        if existed[path] or not path.exists():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        logger.info("Removed %s, written before the failure", path)
 
 
 def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):

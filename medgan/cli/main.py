@@ -13,6 +13,7 @@ from medgan import __version__
 from medgan.cli.evaluate import evaluate
 from medgan.cli.export import export
 from medgan.cli.infer import infer
+from medgan.cli.models import models
 from medgan.cli.pretrain import pretrain_perceptual
 from medgan.cli.simulate import simulate
 from medgan.cli.train import train
@@ -29,7 +30,9 @@ def cli(verbose: int, quiet: int) -> None:
     \b
     Tasks:
       ldct    low-dose CT denoising (HU in, HU out, same grid)
-      mri-sr  MRI super-resolution: only `simulate` so far
+      mri-sr  MRI super-resolution (thick slices in, 4x finer slices out)
+
+    Options -v and -q go before the command: medgan -q infer ...
 
     \b
     Exit codes: 0 success, 1 runtime failure, 2 usage error,
@@ -49,3 +52,4 @@ cli.add_command(export)
 cli.add_command(simulate)
 cli.add_command(evaluate)
 cli.add_command(pretrain_perceptual)
+cli.add_command(models)

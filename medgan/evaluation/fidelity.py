@@ -74,9 +74,10 @@ def _ct_mean_check(input_volume: Volume, output_volume: Volume, tolerance_hu: fl
     size = min(FIDELITY_REGION_SIZE_VOXELS, input_volume.shape[0], input_volume.shape[1])
     try:
         regions = find_uniform_regions(input_volume.array, count=region_count, size=size)
-    except ValueError as error:
+    except ValueError:
         return ({"tolerance_hu": tolerance_hu, "regions": []},
-                [f"the mean-HU check could not run, because no uniform soft-tissue region was found: {error}"])
+                [f"the mean-HU check could not run: no {size} x {size} box of uniform soft tissue (mean within "
+                 "-200 to 200 HU) was found in the input. Check that the input is CT in HU."])
     rows = []
     warnings = []
     for region in regions:

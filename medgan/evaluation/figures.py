@@ -33,31 +33,65 @@ def _aspect_resize(image: Image.Image, pixel_aspect: float, height: int = 256) -
     return image.resize((width, height), Image.Resampling.BILINEAR)
 
 
+def _on_output_grid(before: Volume, after: Volume) -> np.ndarray:
+    """Return the input's voxels repeated onto the output grid, for an output that is an integer multiple of it.
+
+    Raises:
+        ValueError: if some output axis is not a whole multiple of the input axis.
+    """
+    factors = []
+    for n_in, n_out in zip(before.shape, after.shape):
+        if n_out % n_in:
+            raise ValueError(f"Preview needs an output grid that is a whole multiple of the input grid, got "
+                             f"{before.shape} and {after.shape}.")
+        factors.append(n_out // n_in)
+    array = before.array
+    for axis, factor in enumerate(factors):
+        if factor > 1:
+            array = np.repeat(array, factor, axis=axis)
+    return array
+
+
+def _display_window(volume: Volume) -> tuple[tuple[float, float], float]:
+    """Return (window, difference range): the soft-tissue HU window for CT, the 0.5-99.5 percentiles otherwise."""
+    values = volume.array
+    is_ct = volume.modality == "CT" or (volume.modality == "" and values.size and float(values.min()) < -500.0)
+    if is_ct:
+        return SOFT_TISSUE_WINDOW_HU, DIFFERENCE_RANGE_HU
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
+    high = high if high > low else low + 1.0
+    return (low, high), 0.25 * (high - low)
+
+
 def save_preview_png(
     before: Volume,
     after: Volume,
     path: str | Path,
     *,
-    window: tuple[float, float] = SOFT_TISSUE_WINDOW_HU,
-    difference_range: float = DIFFERENCE_RANGE_HU,
+    window: tuple[float, float] | None = None,
+    difference_range: float | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a PNG with one row per view (axial, then coronal and sagittal when there are several slices):
     input | output | output - input.
 
     Input and output are shown in ``window`` (low, high); the difference maps ``[-difference_range,
-    difference_range]`` to black..white, so mid-grey means no change. Both volumes must share one grid.
+    difference_range]`` to black..white, so mid-grey means no change. By default CT uses the soft-tissue window
+    [-160, 240] HU and +/-100 HU, and other images their 0.5-99.5 percentile range and a quarter of it. A
+    super-resolved output on a finer grid is compared with the input's voxels repeated onto that grid.
 
     Raises:
-        ValueError: if the volumes' shapes differ.
+        ValueError: if the output grid is not a whole multiple of the input grid.
         FileExistsError: if ``path`` exists and ``overwrite`` is false.
     """
-    if before.shape != after.shape:
-        raise ValueError(f"Preview needs volumes of one shape, got {before.shape} and {after.shape}.")
-    spacing_i, spacing_j, spacing_k = before.spacing_mm
+    default_window, default_difference = _display_window(before)
+    window = window if window is not None else default_window
+    difference_range = difference_range if difference_range is not None else default_difference
+    before_array = before.array if before.shape == after.shape else _on_output_grid(before, after)
+    spacing_i, spacing_j, spacing_k = after.spacing_mm
     aspects = [spacing_i / spacing_j, spacing_i / spacing_k, spacing_j / spacing_k]
     rows = []
-    for view, (a, b) in enumerate(zip(_middle_slices(before.array), _middle_slices(after.array))):
+    for view, (a, b) in enumerate(zip(_middle_slices(before_array), _middle_slices(after.array))):
         tiles = [
             _to_gray(a, *window),
             _to_gray(b, *window),
@@ -69,7 +103,9 @@ def save_preview_png(
     height = sum(row[0].height for row in rows) + header
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
-    labels = [f"input  [{window[0]:g}, {window[1]:g}] HU", "output", f"output - input  [+/-{difference_range:g}]"]
+    unit = " HU" if window == SOFT_TISSUE_WINDOW_HU else ""
+    labels = [f"input  [{window[0]:.4g}, {window[1]:.4g}]{unit}", "output",
+              f"output - input  [+/-{difference_range:.4g}]"]
     x = 0
     for tile, label in zip(rows[0], labels):
         draw.text((x + 4, 3), label, fill=255)

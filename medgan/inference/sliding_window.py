@@ -273,8 +273,8 @@ def _not_positive_int(value: object) -> bool:
 def _log_shrunk_axes(tilings: Sequence[AxisTiling]) -> None:
     for name, tiling in zip(AXIS_NAMES, tilings):
         if tiling.shrunk:
-            logger.info("Axis %s has %d voxels, fewer than the requested window of %d: the window shrinks to %d "
-                        "voxels there, without padding.", name, tiling.size, tiling.requested, tiling.window)
+            logger.debug("Axis %s has %d voxels, fewer than the requested window of %d: the window shrinks to %d "
+                         "voxels there, without padding.", name, tiling.size, tiling.requested, tiling.window)
 
 
 def _warn_small_context(tilings: Sequence[AxisTiling], receptive_field: object) -> None:

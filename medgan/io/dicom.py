@@ -109,7 +109,8 @@ def read_dicom_series(
     """Read the DICOM image series in ``folder`` into one volume.
 
     Every file in the folder (and its subfolders when ``recursive``) is tried. Files that are not DICOM, or are
-    DICOM without pixel data (such as DICOMDIR), are skipped. Slices are grouped by SeriesInstanceUID, and a
+    DICOM without pixel data (such as DICOMDIR), are skipped; an image object without pixel data is damaged and
+    rejected. Slices are grouped by SeriesInstanceUID, and a
     folder with several series needs ``series_uid`` to select one. With ``resample_z``, slices with uneven gaps
     are interpolated onto a uniform grid (see :func:`_resample_slices`) instead of being rejected.
 
@@ -170,7 +171,13 @@ def _scan_folder(directory: Path, recursive: bool) -> dict[str, list[_Slice]]:
         if dataset is None:
             continue
         if not _has_pixel_data(dataset):
-            logger.debug("Skipping %s: DICOM without pixel data (SOP class %s)", path, _sop_class(dataset))
+            sop_class = _sop_class(dataset)
+            if "Image Storage" in sop_class:
+                # An image object without pixels is damaged or truncated; skipping it would silently shorten
+                # the volume when it is the first or last slice.
+                raise VolumeReadError(f"{path} is a {sop_class} file without pixel data, so it is damaged or "
+                                      "truncated. Restore or re-export that slice, or move it out of the folder.")
+            logger.debug("Skipping %s: DICOM without pixel data (SOP class %s)", path, sop_class)
             without_pixels += 1
             continue
         uid, records = _interpret_header(path, dataset)

@@ -31,6 +31,9 @@ _DICTIONARY_TRANSFORMS = (
     "ThickSliceMRId",
 )
 
+# MONAI transforms that restore images with a trained model (medgan.transforms.restore), also imported on first use.
+_RESTORE_TRANSFORMS = ("Restored", "Restoredd")
+
 __all__ = [
     "KSpaceTruncationMRI",
     "LowDoseCT",
@@ -41,10 +44,13 @@ __all__ = [
     "RicianNoiseMRI",
     "ThickSliceMRI",
     *_DICTIONARY_TRANSFORMS,
+    *_RESTORE_TRANSFORMS,
 ]
 
 
 def __getattr__(name: str) -> Any:
     if name in _DICTIONARY_TRANSFORMS:
         return getattr(importlib.import_module("medgan.transforms.dictionary"), name)
+    if name in _RESTORE_TRANSFORMS:
+        return getattr(importlib.import_module("medgan.transforms.restore"), name)
     raise AttributeError(f"module 'medgan.transforms' has no attribute {name!r}")
