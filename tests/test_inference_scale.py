@@ -108,3 +108,10 @@ def test_scaled_metadata_maps_dicom_source_slices():
 def test_restorer_rejects_bad_output_scale():
     with pytest.raises(ValueError, match="output_scale"):
         Restorer(NearestRepeatK(), sr_card(output_scale=(1, 1, 0)), device="cpu")
+
+
+def test_scaled_dicom_metadata_states_new_thickness():
+    metadata = {"format": "dicom", "source_slices": [[0], [1], [2]]}
+    result = scaled_metadata(metadata, (1, 1, 4), (4, 4, 3), (0.5, 0.5, 5.0))
+    assert result["slice_thickness_override_mm"] == 1.25
+    assert "slice_thickness_override_mm" not in scaled_metadata(metadata, (1, 1, 1), (4, 4, 3), (0.5, 0.5, 5.0))

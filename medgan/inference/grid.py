@@ -40,14 +40,17 @@ def scaled_affine(affine: np.ndarray, scale_ijk: Sequence[int]) -> np.ndarray:
     return result
 
 
-def scaled_metadata(metadata: dict[str, Any], scale_ijk: Sequence[int], input_shape: Sequence[int]) -> dict[str, Any]:
+def scaled_metadata(metadata: dict[str, Any], scale_ijk: Sequence[int], input_shape: Sequence[int],
+                    input_spacing_mm: Sequence[float] | None = None) -> dict[str, Any]:
     """Return a copy of a volume's source ``metadata`` that no longer describes the input grid.
 
     - NIfTI: the source header's ``qform`` and ``sform`` matrices are dropped (the writer takes the geometry
       from the volume's affine, and only the codes from the metadata).
     - DICOM: with a scale along k, ``source_slices`` is rebuilt so that each output slice references the input
       slices on either side of its centre, mapped through any earlier ``source_slices``. The files, UIDs and
-      rescale values stay, because they describe the source files that those indexes point to.
+      rescale values stay, because they describe the source files that those indexes point to. With
+      ``input_spacing_mm`` given, ``slice_thickness_override_mm`` (the new slice spacing) tells the writer the
+      SliceThickness of the finer slices.
 
     A DICOM source scaled along i or j keeps its metadata: the derived-series writer checks Rows and Columns
     against the source files and rejects the new matrix size with an error.
@@ -60,8 +63,9 @@ def scaled_metadata(metadata: dict[str, Any], scale_ijk: Sequence[int], input_sh
     scale_k = int(scale_ijk[2])
     if result.get("format") == "dicom" and scale_k != 1:
         result["source_slices"] = _scaled_source_slices(result.get("source_slices"), scale_k, int(input_shape[2]))
-    # NOTE: "slice_thickness" keeps the source's value. The DICOM writer copies SliceThickness from the source
-    # headers, so a k-scaled derived series states the acquired thickness, not the new slice spacing.
+    if result.get("format") == "dicom" and scale_k != 1 and input_spacing_mm is not None:
+        # Each output slice stands for its share of an input slice, so the derived series states that width.
+        result["slice_thickness_override_mm"] = float(input_spacing_mm[2]) / scale_k
     return result
 
 

@@ -187,7 +187,7 @@ class Restorer:
         del outputs  # the engine's result keeps the float64 stitching buffer's memory
         array = tensor_to_volume_array(restored)
         del restored
-        metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape)
+        metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape, volume.spacing_mm)
         metadata["medgan_model"] = self.card.name or "unnamed"
         return Volume(array=array, affine=scaled_affine(volume.affine, self.output_scale_ijk),
                       modality=volume.modality, metadata=metadata)

@@ -447,6 +447,10 @@ def _slices_from_metadata(metadata: dict[str, Any], target: Path) -> list[_Sourc
             )
         header = headers[files[indexes[0]]]
         thickness = header.get("SliceThickness")
+        if metadata.get("slice_thickness_override_mm") is not None:
+            # The volume was resampled along k (super-resolution): the source's acquired thickness no longer
+            # describes its slices.
+            thickness = metadata["slice_thickness_override_mm"]
         slices.append(
             _SourceSlice(
                 dataset=header,
