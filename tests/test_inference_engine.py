@@ -177,7 +177,7 @@ def test_small_overlap_warns_about_receptive_field(caplog):
 
 
 def test_shrunk_axis_is_logged(caplog):
-    with caplog.at_level(logging.INFO, logger="medgan.inference.sliding_window"):
+    with caplog.at_level(logging.DEBUG, logger="medgan.inference.sliding_window"):
         sliding_window_inference(torch.zeros(1, 1, 3, 8, 8), identity, (16, 4, 4))
     assert "Axis D has 3 voxels" in caplog.text
     assert "Axis H" not in caplog.text
