@@ -115,3 +115,11 @@ def test_scaled_dicom_metadata_states_new_thickness():
     result = scaled_metadata(metadata, (1, 1, 4), (4, 4, 3), (0.5, 0.5, 5.0))
     assert result["slice_thickness_override_mm"] == 1.25
     assert "slice_thickness_override_mm" not in scaled_metadata(metadata, (1, 1, 1), (4, 4, 3), (0.5, 0.5, 5.0))
+
+
+def test_slice_ratio_far_from_factor_is_rejected(mr_volume):
+    """A model for 4x thicker slices refuses a scan whose slices are only as thick as its pixels."""
+    restorer = Restorer(NearestRepeatK(), sr_card(), device="cpu")
+    isotropic = Volume(mr_volume.array, np.diag([1.0, 1.0, 1.0, 1.0]), "MR")
+    with pytest.raises(ValueError, match="1.00x"):
+        restorer.restore(isotropic)

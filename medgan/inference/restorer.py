@@ -83,6 +83,25 @@ class Restorer:
         patch = [max(1, int(size) // int(scale)) for size, scale in zip(self.card.patch_size, self.output_scale_dhw)]
         return context_window(patch, _receptive_field(self.network))  # type: ignore[return-value]
 
+    def _check_slice_ratio(self, volume: Volume) -> None:
+        """Reject a thick-slice volume whose slice-to-pixel ratio is far from the model's factor along k.
+
+        A model trained for 4x thicker slices upsamples every input 4x; a scan with 2x or 5x thicker slices would
+        come out on a grid that does not match its anatomy's resolution.
+        """
+        scale_i, scale_j, scale_k = self.output_scale_ijk
+        if (scale_i, scale_j) != (1, 1) or scale_k == 1:
+            return
+        spacing_i, spacing_j, spacing_k = volume.spacing_mm
+        ratio = spacing_k / min(spacing_i, spacing_j)
+        if not 0.75 * scale_k <= ratio <= 1.25 * scale_k:
+            raise ValueError(
+                f"Model {self.card.name or 'unnamed'!r} makes slices {scale_k}x thinner and expects slices about "
+                f"{scale_k}x thicker than the in-plane pixels, but this volume's slices are {ratio:.2f}x "
+                f"({spacing_k:g} mm against {min(spacing_i, spacing_j):g} mm). Train a model for that factor "
+                f"(generator.kwargs.scale [{max(1, round(ratio))}, 1, 1] in configs/mri_sr.yaml), or resample "
+                "the in-plane grid first.")
+
     def _warn_implausible_values(self, volume: Volume) -> None:
         if self.intensity.unit != "HU" or volume.array.size < 100:
             return
@@ -171,6 +190,7 @@ class Restorer:
             logger.warning("Volume modality is %s but the model was trained for %s.", volume.modality,
                            self.task.modality)
         check_precision(precision)
+        self._check_slice_ratio(volume)
         self._warn_implausible_values(volume)
         window = tuple(roi_size) if roi_size is not None else self.default_roi()
         # A map measured on this volume (MRI) or the fixed map (CT); the same map inverts the output.
