@@ -123,3 +123,18 @@ def test_slice_ratio_far_from_factor_is_rejected(mr_volume):
     isotropic = Volume(mr_volume.array, np.diag([1.0, 1.0, 1.0, 1.0]), "MR")
     with pytest.raises(ValueError, match="1.00x"):
         restorer.restore(isotropic)
+
+
+def test_thick_slice_consistency_reproduces_input():
+    from medgan.inference.restorer import enforce_thick_slice_consistency
+
+    generator = np.random.default_rng(0)
+    thick = generator.uniform(0.0, 100.0, (3, 2, 4)).astype(np.float32)
+    fine = generator.uniform(0.0, 100.0, (3, 2, 16)).astype(np.float32)
+    corrected = enforce_thick_slice_consistency(fine, thick, 4)
+    np.testing.assert_allclose(corrected.reshape(3, 2, 4, 4).mean(axis=-1), thick, atol=1e-4)
+    detail = corrected - np.repeat(corrected.reshape(3, 2, 4, 4).mean(axis=-1), 4, axis=2)
+    original_detail = fine - np.repeat(fine.reshape(3, 2, 4, 4).mean(axis=-1), 4, axis=2)
+    np.testing.assert_allclose(detail, original_detail, atol=1e-4)
+    with pytest.raises(ValueError, match="4 output slices per input slice"):
+        enforce_thick_slice_consistency(fine[:, :, :15], thick, 4)

@@ -82,6 +82,7 @@ class RestoreSettings:
     ignore_modality: bool
     overwrite: bool
     adapt_minutes: float | None = None
+    data_consistency: bool = True
 
 
 @click.command()
@@ -135,6 +136,9 @@ class RestoreSettings:
                    "content. The sidecar records what was done.")
 @click.option("--adapt-minutes", type=click.FloatRange(min=0.05, max=120.0), default=5.0, show_default=True,
               help="Wall-clock budget of --adapt, in minutes.")
+@click.option("--data-consistency/--no-data-consistency", default=True, show_default=True,
+              help="Super-resolution only: shift each group of output slices so that their mean equals the input "
+                   "slice they came from, so the output degraded again reproduces the input.")
 @click.option("--ignore-modality", is_flag=True, default=False,
               help="Restore a volume whose DICOM modality differs from the model's (for example MR through a CT "
                    "model). Without it such input is rejected.")
@@ -143,7 +147,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
           device: str, roi: tuple[int, int, int] | None, overlap: float, batch_size: int, precision: str,
           stitch_device: str, threads: int | None, compile_network: bool, series_uid: str | None,
           resample_z: bool, preview: Path | None, no_preview: bool, adapt: bool, adapt_minutes: float,
-          ignore_modality: bool, overwrite: bool) -> None:
+          data_consistency: bool, ignore_modality: bool, overwrite: bool) -> None:
     """Restore SCAN (a NIfTI, NRRD or MHA file, or a folder holding one DICOM series) with a trained model.
 
     The output keeps the input's physical extent, orientation and voxel values' unit (HU for CT). A model
@@ -180,7 +184,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
         raise click.BadParameter(f"{overlap} is not a number in [0, 0.95].", param_hint="--overlap")
     settings = RestoreSettings(roi=roi, overlap=overlap, batch_size=batch_size, precision=precision,
                                stitch_device=stitch_device, ignore_modality=ignore_modality, overwrite=overwrite,
-                               adapt_minutes=adapt_minutes if adapt else None)
+                               adapt_minutes=adapt_minutes if adapt else None, data_consistency=data_consistency)
     if is_cohort_input(scan):
         if preview is not None:
             raise click.BadParameter("a cohort writes one preview per scan beside its output; drop --preview or "
@@ -427,7 +431,8 @@ def _restore(scan: Path, volume, restorer, settings: RestoreSettings):
             restored = restorer.restore(volume, roi_size=window, overlap=settings.overlap,
                                         batch_size=settings.batch_size, precision=settings.precision,
                                         stitch_device=settings.stitch_device, progress=report,
-                                        allow_modality_mismatch=settings.ignore_modality)
+                                        allow_modality_mismatch=settings.ignore_modality,
+                                        data_consistency=settings.data_consistency)
         except ValueError as error:
             raise InvalidInput(f"Cannot restore {scan}: {error}") from error
         except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
@@ -458,6 +463,7 @@ def _run_record(scan: Path, series_uid: str | None, output: Path, volume, restor
         "overlap": settings.overlap,
         "batch_size": settings.batch_size,
         "output_scale_ijk": list(restorer.output_scale_ijk),
+        "data_consistency": settings.data_consistency and restorer.output_scale_ijk != (1, 1, 1),
         "input_shape": list(volume.shape),
         "output_shape": list(restored.shape),
         "output_affine": restored.affine.tolist(),

@@ -150,6 +150,7 @@ class Restorer:
         stitch_device: str | torch.device | None = None,
         progress: Callable[[int, int], None] | None = None,
         allow_modality_mismatch: bool = False,
+        data_consistency: bool = True,
     ) -> Volume:
         """Restore ``volume`` and return the result in the same physical units, modality and metadata.
 
@@ -169,6 +170,9 @@ class Restorer:
                 accelerator in float32.
             progress: called as ``progress(done_windows, total_windows)``.
             allow_modality_mismatch: restore a volume whose modality differs from the task's instead of raising.
+            data_consistency: for super-resolution along k, shift each group of output slices so that their mean
+                equals the input slice they came from (`enforce_thick_slice_consistency`). Ignored for models
+                that keep the grid.
 
         Raises:
             TypeError: if ``volume`` is not a `Volume`.
@@ -207,10 +211,33 @@ class Restorer:
         del outputs  # the engine's result keeps the float64 stitching buffer's memory
         array = tensor_to_volume_array(restored)
         del restored
+        scale_i, scale_j, scale_k = self.output_scale_ijk
+        if data_consistency and (scale_i, scale_j) == (1, 1) and scale_k > 1:
+            array = enforce_thick_slice_consistency(array, volume.array, scale_k)
         metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape, volume.spacing_mm)
         metadata["medgan_model"] = self.card.name or "unnamed"
         return Volume(array=array, affine=scaled_affine(volume.affine, self.output_scale_ijk),
                       modality=volume.modality, metadata=metadata)
+
+
+def enforce_thick_slice_consistency(fine: np.ndarray, thick: np.ndarray, scale_k: int) -> np.ndarray:
+    """Return ``fine`` shifted so that each run of ``scale_k`` slices along k averages to its thick slice.
+
+    This is the boxcar slice model that mri-sr models are trained with: a thick slice is the mean of the thin
+    slices it covers. The correction spreads each thick slice's residual evenly over its thin slices, so the
+    output, degraded again, reproduces the measured input exactly while the network's detail within each group
+    is kept.
+
+    Raises:
+        ValueError: if ``fine`` does not have ``scale_k`` slices per slice of ``thick``.
+    """
+    i, j, k = thick.shape
+    if fine.shape != (i, j, k * scale_k):
+        raise ValueError(f"Expected {scale_k} output slices per input slice, got shapes {fine.shape} and "
+                         f"{thick.shape}.")
+    means = fine.reshape(i, j, k, scale_k).mean(axis=-1, dtype=np.float64)
+    residual = (thick.astype(np.float64) - means).astype(np.float32)
+    return fine + np.repeat(residual, scale_k, axis=2)
 
 
 def _receptive_field(network: torch.nn.Module) -> int | None:
