@@ -2,8 +2,8 @@
 # Rebuild the two shipped models from the real data that installs offline, then measure them on held-out real
 # scans. Run from the repository root in an environment made with: pip install -e ".[test,recipe]"
 #
-# CPU time on a 2-core x86_64 machine (torch 2.13.0+cpu): ldct-default about 35 minutes, mri-sr-default about
-# 20 minutes; a GPU shortens both to a few minutes (--set train.device=cuda is the default "auto").
+# Wall time on a 2-core x86_64 machine (torch 2.13.0+cpu), measured while other jobs shared it: ldct-default
+# about 35 minutes, mri-sr-default 57 minutes. train.device "auto" uses a GPU when there is one.
 # Each step refuses to overwrite what exists; delete runs/ and work/ to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."

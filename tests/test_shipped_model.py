@@ -46,3 +46,17 @@ def test_shipped_model_keeps_mean_hu(sample):
     region = find_uniform_region(reference.array)
     shift = region.take(restored.array).mean() - region.take(low.array).mean()
     assert abs(shift) <= 5.0
+
+
+def test_shipped_mri_model_on_shipped_sample():
+    """mri-sr-default makes 4x thinner slices over the same extent, consistent with the measured thick slices."""
+    from medgan.inference.grid import scaled_affine
+
+    thick = read_volume(str(resources.files("medgan.data") / "mri_thick_slices.nii.gz"))
+    fine = load_model("mri-sr-default", device="cpu").restore(thick)
+    assert fine.shape == (thick.shape[0], thick.shape[1], 4 * thick.shape[2])
+    assert np.allclose(fine.affine, scaled_affine(thick.affine, (1, 1, 4)))
+    assert np.allclose(fine.spacing_mm, (thick.spacing_mm[0], thick.spacing_mm[1], thick.spacing_mm[2] / 4))
+    means = fine.array.reshape(*thick.shape, 4).mean(axis=-1)
+    assert np.abs(means - thick.array).max() < 1e-3 * np.abs(thick.array).max()
+    assert np.all(np.isfinite(fine.array))
