@@ -45,7 +45,7 @@ def test_cohort_skips_corrupt_file_and_reports_it(tmp_path, cohort, identity_mod
     assert result.exit_code == EXIT_INVALID_INPUT, result.output
     assert "2 done, 0 skipped, 1 failed" in result.output
     assert "b.nii.gz" in result.output
-    assert "Cannot read" in result.output
+    assert "Failed to read NIfTI file" in result.output
     assert sorted(p.name for p in output.iterdir()) == ["a_restored.json", "a_restored.nii.gz", "c_restored.json",
                                                         "c_restored.nii.gz"]
     assert np.array_equal(read_volume(output / "a_restored.nii.gz").array, ct_volume.array)

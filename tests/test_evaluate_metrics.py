@@ -265,3 +265,8 @@ def test_fidelity_sr_degrades_output_back():
     report = fidelity_report(thick, wrong, "mri-sr")
     assert not report["passed"]
     assert "relative RMSE" in report["warnings"][0]
+
+
+def test_baselines_reject_unknown_name():
+    with pytest.raises(ValueError, match="Unknown baseline foo"):
+        Baselines(("foo",), get_protocol("ct-hu"))

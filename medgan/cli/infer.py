@@ -338,7 +338,8 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
     try:
         volume = read_volume(scan, series_uid=series_uid, resample_z=resample_z)
     except (VolumeReadError, ValueError) as error:
-        raise InvalidInput(f"Cannot read {scan}: {error}") from error
+        message = str(error) if str(scan) in str(error) else f"Cannot read {scan}: {error}"
+        raise InvalidInput(message) from error
     if output_format == "dicom" and volume.metadata.get("format") != "dicom":
         raise InvalidInput(f"--format dicom writes a derived series of a DICOM input, but {scan} was read as "
                            f"{volume.metadata.get('format') or 'another format'}. Choose nifti, nrrd or mha.")

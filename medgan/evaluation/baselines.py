@@ -163,10 +163,14 @@ class Baselines:
 
     def __post_init__(self) -> None:
         allowed = baselines_for(self.protocol)
-        unknown = [name for name in self.names if name not in allowed]
+        unknown = [name for name in self.names if name not in CT_BASELINES + MR_BASELINES]
         if unknown:
-            raise ValueError(f"Baselines {', '.join(unknown)} do not apply to protocol {self.protocol.name}; choose "
-                             f"from {', '.join(allowed)}.")
+            raise ValueError(f"Unknown baseline {', '.join(unknown)}; medgan has {', '.join(CT_BASELINES)} for CT "
+                             f"and {', '.join(MR_BASELINES)} for MRI.")
+        mismatched = [name for name in self.names if name not in allowed]
+        if mismatched:
+            raise ValueError(f"Baselines {', '.join(mismatched)} do not apply to protocol {self.protocol.name}; "
+                             f"choose from {', '.join(allowed)}.")
         available = []
         for name in self.names:
             if name in ("bm3d", "bm4d") and importlib.util.find_spec(name) is None:

@@ -44,7 +44,10 @@ def read_nifti(path: str | os.PathLike[str]) -> Volume:
     try:
         image = nib.load(source)
     except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, OverflowError, zlib.error) as error:
-        raise VolumeReadError(f"Failed to read NIfTI file {source}: {error}") from error
+        hint = ""
+        if "not a gzip file" in str(error).lower() and source.name.endswith(".gz"):
+            hint = " Its name ends in .gz but it is not gzip-compressed; if it is an uncompressed NIfTI, rename it to .nii."
+        raise VolumeReadError(f"Failed to read NIfTI file {source}: {error}.{hint}") from error
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise VolumeReadError(f"{source} is not a single-file NIfTI image (nibabel loaded {type(image).__name__}).")
 
