@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -38,5 +40,14 @@ def check_output_free(path: Path, overwrite: bool, option: str) -> None:
 
 
 def progress_enabled() -> bool:
-    """Progress bars follow the log level: hidden with -q."""
-    return logging.getLogger().getEffectiveLevel() <= logging.INFO
+    """Return whether to draw progress bars on stderr.
+
+    They are hidden with -q, when stderr is not a terminal (a pipe, a file or a batch job's log), and when the
+    NO_COLOR environment variable is set to a non-empty value.
+    """
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        return False
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty is not None and isatty())
