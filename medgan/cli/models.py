@@ -15,10 +15,10 @@ def _key_metrics(metrics: dict[str, Any]) -> str:
             continue
         found = []
         for key, value in sorted(values.items()):
-            if isinstance(value, dict) and key.endswith("output"):
+            if isinstance(value, dict) and (key.endswith("output") or key == "model"):
                 found += [f"{metric} {value[metric]:g}" for metric in ("psnr_db", "ssim")
                           if isinstance(value.get(metric), (int, float))]
-            elif key.endswith("noise_reduction") and isinstance(value, (int, float)):
+            elif isinstance(value, (int, float)) and (key.endswith("noise_reduction") or key.startswith("val_")):
                 found.append(f"{key} {value:g}")
         if found:
             parts.append(f"{protocol}: {', '.join(found)}")
