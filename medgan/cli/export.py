@@ -26,6 +26,10 @@ def _is_run_dir(path: Path) -> bool:
 @click.option("--tolerance", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="MODEL only: largest max absolute difference from PyTorch accepted on the random check patches, "
                    "in network units (HU / 1024 for ldct). Default: 1e-4.")
+@click.option("--bundle-engine", type=click.Choice(["medgan", "monai"]), default="medgan", show_default=True,
+              help="monai-bundle only: medgan restores with medgan.transforms.Restoredd (needs medgan installed; "
+                   "output equals medgan infer's, for every model); monai uses MONAI components only (ldct-style "
+                   "models; differs from medgan infer where windows overlap).")
 @click.option("--name", default="", help="RUN_DIR only: model name recorded in the card. Default: the output's stem.")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="RUN_DIR only: a specific checkpoint file of the run. Default: the latest.")
@@ -38,7 +42,7 @@ def _is_run_dir(path: Path) -> bool:
 @overwrite_option
 @click.pass_context
 def export(ctx: click.Context, source: str, output: Path, output_format: str | None, tolerance: float | None,
-           name: str, checkpoint: Path | None, training_data: str, weights: str, overwrite: bool) -> None:
+           bundle_engine: str, name: str, checkpoint: Path | None, training_data: str, weights: str, overwrite: bool) -> None:
     """Export a training run's generator, or a model to TorchScript, ONNX or a MONAI bundle.
 
     RUN_DIR, a training run folder holding config.yaml, is written as a safetensors model file with its JSON
@@ -74,7 +78,7 @@ def export(ctx: click.Context, source: str, output: Path, output_format: str | N
     if output_format is None:
         raise click.BadParameter(f"{source} is a model, so --format is required: one of {', '.join(MODEL_FORMATS)}.",
                                  param_hint="--format")
-    _export_model(source, output, output_format, tolerance, overwrite)
+    _export_model(source, output, output_format, tolerance, overwrite, bundle_engine)
 
 
 def _export_run(run_dir: Path, output: Path, name: str, checkpoint: Path | None, training_data: str, weights: str,
@@ -95,7 +99,8 @@ def _export_run(run_dir: Path, output: Path, name: str, checkpoint: Path | None,
     click.echo(f"Wrote {path} and {path.with_suffix('.json')}")
 
 
-def _export_model(model: str, output: Path, output_format: str, tolerance: float | None, overwrite: bool) -> None:
+def _export_model(model: str, output: Path, output_format: str, tolerance: float | None, overwrite: bool,
+                  bundle_engine: str = "medgan") -> None:
     from medgan.cli.errors import InvalidInput, OutputExists, RuntimeFailure
 
     suffixes = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",), "monai-bundle": ("",)}[output_format]
@@ -109,9 +114,10 @@ def _export_model(model: str, output: Path, output_format: str, tolerance: float
     from medgan.export import DEFAULT_TOLERANCE, ExportCheckError, export_monai_bundle, export_onnx, export_torchscript
 
     exporter = {"torchscript": export_torchscript, "onnx": export_onnx, "monai-bundle": export_monai_bundle}
+    options = {"engine": bundle_engine} if output_format == "monai-bundle" else {}
     try:
         result = exporter[output_format](model, output, overwrite=overwrite,
-                                         tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance)
+                                         tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance, **options)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
     except ExportCheckError as error:

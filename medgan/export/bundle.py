@@ -1,4 +1,9 @@
-"""Export a model as a MONAI bundle folder that ``python -m monai.bundle run`` runs without medgan.
+"""Export a model as a MONAI bundle folder that ``python -m monai.bundle run`` runs.
+
+Two engines. ``engine="medgan"`` (the default) writes the model's safetensors weights and card and an
+``inference.json`` whose restore step is ``medgan.transforms.Restoredd``: the bundle needs medgan installed, and
+its output equals ``medgan infer``'s for every model, super-resolution included. ``engine="monai"``, described
+below, runs without medgan.
 
 The folder contains ``configs/metadata.json``, ``configs/inference.json`` and ``models/model.ts``. The config uses
 MONAI components only: ``LoadImaged`` + ``EnsureChannelFirstd``, ``ScaleIntensityRanged`` with the card's
@@ -43,6 +48,8 @@ BUNDLE_MODEL = Path("models") / "model.ts"
 BUNDLE_INFERENCE = Path("configs") / "inference.json"
 BUNDLE_METADATA = Path("configs") / "metadata.json"
 BUNDLE_CARD = Path("docs") / "medgan_card.json"
+BUNDLE_WEIGHTS = Path("models") / "model.safetensors"
+BUNDLE_ENGINES = ("medgan", "monai")
 
 
 class MonaiLayoutNetwork(torch.nn.Module):
@@ -129,6 +136,37 @@ def inference_config(card: ModelCard, mapping: IntensityMapping, roi_size_xyz: l
     }
 
 
+def medgan_inference_config() -> dict[str, Any]:
+    """Return the ``inference.json`` content of a bundle that restores with ``medgan.transforms.Restoredd``."""
+    return {
+        "imports": ["$import glob", "$import os"],
+        "bundle_root": ".",
+        "dataset_dir": "$@bundle_root + '/data'",
+        "output_dir": "$@bundle_root + '/eval'",
+        "output_postfix": "restored",
+        "device": "auto",
+        "datalist": "$[{'image': path} for path in sorted(glob.glob(os.path.join(@dataset_dir, '*.nii*')))]",
+        "preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": "image", "reader": "NibabelReader", "image_only": True},
+                {"_target_": "EnsureChannelFirstd", "keys": "image"},
+                {"_target_": "medgan.transforms.Restoredd", "keys": "image", "device": "@device",
+                 "model": "$os.path.join(@bundle_root, 'models', 'model.safetensors')"},
+            ],
+        },
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@preprocessing"},
+        "postprocessing": {
+            "_target_": "SaveImaged", "keys": "image", "output_dir": "@output_dir",
+            "output_postfix": "@output_postfix", "output_dtype": "$numpy.float32", "resample": False,
+            "separate_folder": False, "print_log": False,
+        },
+        "initialize": ["$import numpy"],
+        "run": ["$[@postprocessing(item) for item in @dataset]"],
+        "finalize": [],
+    }
+
+
 def metadata(card: ModelCard, mapping: IntensityMapping, roi_size_xyz: list[int]) -> dict[str, Any]:
     """Return the ``metadata.json`` content: MONAI's bundle fields plus the medgan card."""
     unit = mapping.unit or "arbitrary units"
@@ -173,8 +211,12 @@ def _version(package: str) -> str:
 
 
 def export_monai_bundle(model: str | Path, output: str | Path, *, overwrite: bool = False,
-                        tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
+                        tolerance: float = DEFAULT_TOLERANCE, engine: str = "medgan") -> ExportResult:
     """Write ``model`` as a MONAI bundle folder ``output``.
+
+    With ``engine="medgan"`` the folder contains ``models/model.safetensors`` with its card ``models/model.json``
+    and an ``inference.json`` that restores each image with ``medgan.transforms.Restoredd``, so its output is
+    ``medgan infer``'s. With ``engine="monai"`` it uses MONAI components only, as follows.
 
     ``configs/inference.json`` reads every ``*.nii*`` file in ``dataset_dir``, restores it with a sliding window
     of the model's default size (the ``roi_size`` entry, along X, Y, Z) and writes ``NAME_restored.nii.gz``
@@ -190,8 +232,12 @@ def export_monai_bundle(model: str | Path, output: str | Path, *, overwrite: boo
     """
     output = Path(output)
     tolerance = check_tolerance(tolerance)
+    if engine not in BUNDLE_ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(BUNDLE_ENGINES)}, got {engine!r}.")
     check_outputs_free([output], overwrite)
     network, card = load_network(model)
+    if engine == "medgan":
+        return _export_medgan_bundle(network, card, output, overwrite)
     mapping = check_bundle_supported(card)
     roi_dhw = Restorer(network, card, device="cpu").default_roi()
     roi_size_xyz = [int(n) for n in reversed(roi_dhw)]
@@ -214,3 +260,25 @@ def export_monai_bundle(model: str | Path, output: str | Path, *, overwrite: boo
     logger.info("Wrote MONAI bundle %s", output)
     return ExportResult(format="monai-bundle", path=output, card_path=output / BUNDLE_CARD,
                         max_abs_difference=differences, tolerance=tolerance)
+
+
+def _export_medgan_bundle(network: torch.nn.Module, card: ModelCard, output: Path, overwrite: bool) -> ExportResult:
+    """Write a bundle whose inference config restores with ``medgan.transforms.Restoredd``."""
+    from medgan.models.files import save_model
+
+    mapping = IntensityMapping.from_dict(card.intensity)
+    roi_size_xyz = [int(n) for n in reversed(Restorer(network, card, device="cpu").default_roi())]
+    description = metadata(card, mapping, roi_size_xyz)
+    description["required_packages_version"]["medgan"] = medgan.__version__
+    description["description"] += " Restored by medgan.transforms.Restoredd, so medgan must be installed."
+    with atomic_output(output, overwrite=overwrite, directory=True) as folder:
+        for relative in (BUNDLE_WEIGHTS, BUNDLE_INFERENCE, BUNDLE_METADATA, BUNDLE_CARD):
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        save_model(network, card, folder / BUNDLE_WEIGHTS)
+        (folder / BUNDLE_INFERENCE).write_text(json.dumps(medgan_inference_config(), indent=2) + "\n",
+                                               encoding="utf-8")
+        (folder / BUNDLE_METADATA).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+        (folder / BUNDLE_CARD).write_text(card.to_json(), encoding="utf-8")
+    logger.info("Wrote MONAI bundle %s (medgan engine)", output)
+    return ExportResult(format="monai-bundle", path=output, card_path=output / BUNDLE_CARD,
+                        max_abs_difference={}, tolerance=0.0)
