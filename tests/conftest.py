@@ -7,6 +7,9 @@ import pytest
 import torch
 
 from medgan.io.volume import Volume
+from medgan.models import ModelCard, save_model
+from medgan.networks import build_network
+from medgan.tasks import get_task
 
 
 def oblique_affine(spacing_mm=(0.7, 0.9, 2.5), origin_mm=(-40.0, 25.0, 110.0), angle_rad=0.3) -> np.ndarray:
@@ -33,3 +36,11 @@ def ct_volume() -> Volume:
 @pytest.fixture
 def torch_generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def identity_model(tmp_path):
+    """Return an ldct model file whose network is the identity, so outputs equal inputs."""
+    card = ModelCard(task="ldct", network={"name": "identity", "kwargs": {}},
+                     intensity=get_task("ldct").intensity.to_dict(), patch_size=(2, 8, 8), name="identity")
+    return save_model(build_network("identity"), card, tmp_path / "identity.safetensors")

@@ -1,25 +1,13 @@
-import json
 
 import numpy as np
 import pydicom
 import pytest
-import torch
 from click.testing import CliRunner
 
 from medgan import __version__
 from medgan.cli.errors import EXIT_INVALID_INPUT, EXIT_OUTPUT_EXISTS
 from medgan.cli.main import cli
 from medgan.io import read_volume, write_volume
-from medgan.models import ModelCard, save_model
-from medgan.networks import build_network
-from medgan.tasks import get_task
-
-
-@pytest.fixture
-def identity_model(tmp_path):
-    card = ModelCard(task="ldct", network={"name": "identity", "kwargs": {}},
-                     intensity=get_task("ldct").intensity.to_dict(), patch_size=(2, 8, 8), name="identity")
-    return save_model(build_network("identity"), card, tmp_path / "identity.safetensors")
 
 
 @pytest.fixture

@@ -12,20 +12,10 @@ from medgan.cli.errors import EXIT_INVALID_INPUT, EXIT_USAGE_ERROR
 from medgan.cli.main import cli
 from medgan.evaluation.figures import save_preview_png
 from medgan.io import Volume, write_volume
-from medgan.models import ModelCard, save_model
-from medgan.networks import build_network
-from medgan.tasks import get_task
 
 
 def run(*arguments):
     return CliRunner().invoke(cli, [str(a) for a in arguments], catch_exceptions=False)
-
-
-@pytest.fixture
-def identity_model(tmp_path):
-    card = ModelCard(task="ldct", network={"name": "identity", "kwargs": {}},
-                     intensity=get_task("ldct").intensity.to_dict(), patch_size=(2, 8, 8), name="identity")
-    return save_model(build_network("identity"), card, tmp_path / "identity.safetensors")
 
 
 @pytest.fixture

@@ -32,23 +32,8 @@ def find_uniform_region(reference_hu: np.ndarray, size: int = 11, hu_range: tupl
     Raises:
         ValueError: if no box qualifies.
     """
-    if reference_hu.ndim != 3:
-        raise ValueError(f"reference_hu must be an (i, j, k) array, got shape {reference_hu.shape}.")
-    low, high = hu_range
-    best: tuple[float, Region] | None = None
-    n_i, n_j, n_k = reference_hu.shape
-    for i0 in range(0, n_i - size + 1, stride):
-        for j0 in range(0, n_j - size + 1, stride):
-            box = reference_hu[i0:i0 + size, j0:j0 + size, :]
-            mean = float(box.mean())
-            if not low <= mean <= high or box.min() < low - 300 or box.max() > high + 300:
-                continue
-            spread = float(box.std())
-            if best is None or spread < best[0]:
-                best = (spread, Region(i0, i0 + size, j0, j0 + size, 0, n_k))
-    if best is None:
-        raise ValueError(f"No {size} x {size} box with mean HU in {hu_range} was found; pass another hu_range.")
-    return best[1]
+    # The stable sort in find_uniform_regions keeps the first box in scan order among equally uniform ones.
+    return find_uniform_regions(reference_hu, count=1, size=size, hu_range=hu_range, stride=stride)[0]
 
 
 def find_uniform_regions(reference_hu: np.ndarray, count: int = 3, size: int = 11,

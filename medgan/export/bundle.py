@@ -9,7 +9,7 @@ The folder contains ``configs/metadata.json``, ``configs/inference.json`` and ``
 MONAI components only: ``LoadImaged`` + ``EnsureChannelFirstd``, ``ScaleIntensityRanged`` with the card's
 linear intensity map, ``SlidingWindowInferer`` and ``SaveImaged``. ``model.ts`` wraps the generator so that it
 takes MONAI's ``(B, 1, X, Y, Z)`` layout (X, Y, Z = the file's i, j, k) and permutes to medgan's ``(D, H, W)
-= (k, j, i)`` inside, so the network sees each axis as it did in training.
+= (k, j, i)`` inside, so the network gets each axis as it did in training.
 
 The bundle's output differs from ``medgan infer`` in two ways. MONAI's Gaussian blending weights do not stay
 at 1 at the volume's border, and MONAI pads a volume shorter than the window (here with replicated edge

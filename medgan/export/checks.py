@@ -24,6 +24,8 @@ DEFAULT_TOLERANCE = 1e-4
 CHECK_PATCH_DHW = (8, 16, 16)
 SECOND_CHECK_PATCH_DHW = (7, 13, 11)
 CHECK_SEED = 0
+# The two checked input shapes (B, C, D, H, W): one patch, then two patches of the odd size.
+CHECK_SHAPES = [(1, 1, *CHECK_PATCH_DHW), (2, 1, *SECOND_CHECK_PATCH_DHW)]
 
 
 class ExportCheckError(ValueError):
@@ -123,3 +125,36 @@ def write_card(card: ModelCard, path: Path, overwrite: bool) -> Path:
 def check_suffix(path: Path, suffixes: tuple[str, ...], runtime: str) -> None:
     if path.suffix.lower() not in suffixes:
         raise ValueError(f"The {runtime} output {str(path)!r} must end in {' or '.join(suffixes)}.")
+
+
+@dataclass
+class FileExport:
+    """A single-file export, checked and ready to write: the network, its card and where each goes."""
+
+    output: Path
+    tolerance: float
+    card_path: Path
+    network: torch.nn.Module
+    card: ModelCard
+    keep_card: bool
+
+
+def prepare_file_export(model: str | Path, output: str | Path, suffixes: tuple[str, ...], runtime: str,
+                        tolerance: float, overwrite: bool) -> FileExport:
+    """Check the output suffix, tolerance and free paths, and load the model, before any export work.
+
+    The same card may already be beside the output: the model file's own (m.safetensors exported to m.ts) or an
+    earlier export's (m.ts, then m.onnx). It is kept, so exporting to several formats needs no --overwrite.
+
+    Raises:
+        ValueError: for a bad suffix or tolerance, or an invalid model.
+        FileExistsError: if an output exists and ``overwrite`` is false.
+    """
+    output = Path(output)
+    check_suffix(output, suffixes, runtime)
+    tolerance = check_tolerance(tolerance)
+    card_path = card_path_beside(output)
+    network, card = load_network(model)
+    keep_card = card_already_written(model, card, card_path)
+    check_outputs_free([output] if keep_card else [output, card_path], overwrite)
+    return FileExport(output, tolerance, card_path, network, card, keep_card)

@@ -10,17 +10,12 @@ import torch
 
 from medgan.export.checks import (
     CHECK_PATCH_DHW,
+    CHECK_SHAPES,
     DEFAULT_TOLERANCE,
-    SECOND_CHECK_PATCH_DHW,
     ExportCheckError,
     ExportResult,
-    card_path_beside,
     check_difference,
-    check_outputs_free,
-    check_suffix,
-    check_tolerance,
-    card_already_written,
-    load_network,
+    prepare_file_export,
     random_patch,
     write_card,
 )
@@ -62,19 +57,11 @@ def export_onnx(model: str | Path, output: str | Path, *, overwrite: bool = Fals
         ExportCheckError: if ONNX Runtime does not match PyTorch; nothing is written then.
         FileExistsError: if an output exists and ``overwrite`` is false.
     """
-    output = Path(output)
-    check_suffix(output, (".onnx",), "ONNX")
-    tolerance = check_tolerance(tolerance)
-    card_path = card_path_beside(output)
     onnxruntime = _import_onnxruntime()
-    network, card = load_network(model)
-    # The same card may already sit there: the model file's own (m.safetensors exported to m.ts) or an earlier
-    # export's (m.ts, then m.onnx). It is kept, so exporting to several formats needs no --overwrite.
-    keep_card = card_already_written(model, card, card_path)
-    check_outputs_free([output] if keep_card else [output, card_path], overwrite)
+    job = prepare_file_export(model, output, (".onnx",), "ONNX", tolerance, overwrite)
+    output, tolerance, card_path, network = job.output, job.tolerance, job.card_path, job.network
 
     example = random_patch((1, 1, *CHECK_PATCH_DHW))
-    shapes = [(1, 1, *CHECK_PATCH_DHW), (2, 1, *SECOND_CHECK_PATCH_DHW)]
     with atomic_output(output, overwrite=overwrite) as temporary:
         with warnings.catch_warnings(), torch.no_grad():
             # The TorchScript-based exporter warns about constant folding of Slice steps, which does not
@@ -87,7 +74,7 @@ def export_onnx(model: str | Path, output: str | Path, *, overwrite: bool = Fals
                               dynamic_axes={INPUT_NAME: DYNAMIC_AXES, OUTPUT_NAME: DYNAMIC_AXES})
         session = onnxruntime.InferenceSession(str(temporary), providers=["CPUExecutionProvider"])
         differences = {}
-        for seed, shape in enumerate(shapes):
+        for seed, shape in enumerate(CHECK_SHAPES):
             patch = random_patch(shape, seed=seed)
             with torch.no_grad():
                 reference = network(patch)
@@ -100,8 +87,8 @@ def export_onnx(model: str | Path, output: str | Path, *, overwrite: bool = Fals
                 ) from error
             differences[str(shape)] = check_difference(reference, torch.from_numpy(candidate), shape, tolerance,
                                                        "ONNX graph")
-    if not keep_card:
-        write_card(card, card_path, overwrite)
+    if not job.keep_card:
+        write_card(job.card, card_path, overwrite)
     logger.info("Wrote ONNX model %s (opset %d) and its card %s", output, opset, card_path)
     return ExportResult(format="onnx", path=output, card_path=card_path, max_abs_difference=differences,
                         tolerance=tolerance)

@@ -10,17 +10,12 @@ import torch
 
 from medgan.export.checks import (
     CHECK_PATCH_DHW,
+    CHECK_SHAPES,
     DEFAULT_TOLERANCE,
-    SECOND_CHECK_PATCH_DHW,
     ExportCheckError,
     ExportResult,
-    card_path_beside,
     check_difference,
-    check_outputs_free,
-    check_suffix,
-    check_tolerance,
-    card_already_written,
-    load_network,
+    prepare_file_export,
     random_patch,
     write_card,
 )
@@ -94,24 +89,16 @@ def export_torchscript(model: str | Path, output: str | Path, *, overwrite: bool
         FileExistsError: if an output exists and ``overwrite`` is false.
         FileNotFoundError: if the model or the output's folder is missing.
     """
-    output = Path(output)
-    check_suffix(output, TORCHSCRIPT_SUFFIXES, "TorchScript")
-    tolerance = check_tolerance(tolerance)
-    card_path = card_path_beside(output)
-    network, card = load_network(model)
-    # The same card may already sit there: the model file's own (m.safetensors exported to m.ts) or an earlier
-    # export's (m.ts, then m.onnx). It is kept, so exporting to several formats needs no --overwrite.
-    keep_card = card_already_written(model, card, card_path)
-    check_outputs_free([output] if keep_card else [output, card_path], overwrite)
+    job = prepare_file_export(model, output, TORCHSCRIPT_SUFFIXES, "TorchScript", tolerance, overwrite)
+    output, tolerance, card_path, network = job.output, job.tolerance, job.card_path, job.network
 
     traced = trace_network(network, random_patch((1, 1, *CHECK_PATCH_DHW)))
-    shapes = [(1, 1, *CHECK_PATCH_DHW), (2, 1, *SECOND_CHECK_PATCH_DHW)]
     with atomic_output(output, overwrite=overwrite) as temporary:
         torch.jit.save(traced, str(temporary))
         reloaded = torch.jit.load(str(temporary), map_location="cpu")
-        differences = check_traced(network, reloaded, shapes, tolerance, "TorchScript module")
-    if not keep_card:
-        write_card(card, card_path, overwrite)
+        differences = check_traced(network, reloaded, CHECK_SHAPES, tolerance, "TorchScript module")
+    if not job.keep_card:
+        write_card(job.card, card_path, overwrite)
     logger.info("Wrote TorchScript model %s and its card %s", output, card_path)
     return ExportResult(format="torchscript", path=output, card_path=card_path, max_abs_difference=differences,
                         tolerance=tolerance)

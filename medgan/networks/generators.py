@@ -5,12 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medgan.networks.checks import check_positive_int
 from medgan.networks.registry import register_network
-
-
-def _check_positive_int(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
 @register_network("red-cnn-3d")
@@ -49,7 +45,7 @@ class ResidualEncoderDecoder3D(nn.Module):
         super().__init__()
         for name, value in [("in_channels", in_channels), ("out_channels", out_channels), ("channels", channels),
                             ("depth", depth), ("kernel_size", kernel_size)]:
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         if out_channels != in_channels:
             raise ValueError(
                 f"out_channels must equal in_channels for a residual network, got {out_channels} and {in_channels}."
@@ -103,7 +99,7 @@ class Identity3D(nn.Module):
 
     def __init__(self, in_channels: int = 1) -> None:
         super().__init__()
-        _check_positive_int("in_channels", in_channels)
+        check_positive_int("in_channels", in_channels)
         self.in_channels = in_channels
         self.receptive_field = 1
         self.output_scale = (1, 1, 1)
