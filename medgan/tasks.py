@@ -22,7 +22,7 @@ class IntensityMapping:
 
     Quantitative images (CT in HU) use a fixed map. Images in arbitrary units (MRI) set
     ``reference_percentile``: `for_volume` then measures that percentile of each volume and uses it as the scale,
-    so the network sees every scan in the same range whatever the scanner's gain.
+    so the network receives every scan in the same range whatever the scanner's gain.
 
     Args:
         offset: physical value that maps to 0, in ``unit``.

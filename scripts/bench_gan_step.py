@@ -27,7 +27,7 @@ from medgan.training import build_trainer
 
 
 def phantom(shape=(96, 96, 24)) -> Volume:
-    """A water ellipse with bone and fat inserts in air, in HU, 1 x 1 x 2 mm voxels."""
+    """Return a water ellipse with bone and fat inserts in air, in HU, on 1 x 1 x 2 mm voxels."""
     i, j = np.meshgrid(np.linspace(-1, 1, shape[0]), np.linspace(-1, 1, shape[1]), indexing="ij")
     slice_hu = np.where(i**2 / 0.8 + j**2 / 0.6 < 1, 40.0, -1000.0)
     slice_hu[(i - 0.3) ** 2 + j**2 < 0.02] = 700.0

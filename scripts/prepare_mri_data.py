@@ -6,7 +6,7 @@ package ships (nothing is downloaded): 197 x 233 x 189 voxels of 1 mm, intensiti
 The template is one image, so the split is by region, not by subject: the training volume is the slab
 k < 124 and the validation volume the slab k >= 132, with 8 slices between them that neither uses. Each slab
 keeps its exact position: the affine's origin moves to the slab's first slice. The training slab is also
-written block-averaged to 2 mm, so the network sees anatomy at the voxel scale of 2 mm scans.
+written block-averaged to 2 mm, so the network also learns anatomy at the voxel scale of 2 mm scans.
 
 Writes ``OUTDIR/train/mni152_t1_k000-123.nii.gz`` and ``OUTDIR/validation/mni152_t1_k132-188.nii.gz``.
 

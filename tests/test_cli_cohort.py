@@ -170,7 +170,7 @@ def test_single_scan_writes_sidecar(tmp_path, ct_volume, identity_model):
 
 
 def test_adapt_records_the_fine_tuning_in_the_sidecar(tmp_path):
-    """--adapt fine-tunes a copy on the scan, keeps the input grid, and says what it did in the sidecar."""
+    """--adapt fine-tunes a copy on the scan, keeps the input grid, and records the run in the sidecar."""
     import json
     from importlib import resources
 

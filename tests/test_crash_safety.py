@@ -62,7 +62,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "medgan", "-q", "train", "--config", str(config_file),
                                 "--run-dir", str(run_dir)])
     try:
-        # latest.pt is refreshed just after each step file, so once step 6 exists latest.pt holds step 4 or later.
+        # latest.pt is refreshed just after each step file, so once step 6 exists latest.pt contains step 4 or later.
         assert wait_for(lambda: (run_dir / "checkpoints" / "step-0000006.pt").exists()), "no checkpoint written"
     finally:
         process.send_signal(signal.SIGKILL)

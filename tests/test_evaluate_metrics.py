@@ -129,7 +129,8 @@ def test_bootstrap_deterministic_with_seed():
 
 def test_bootstrap_one_case_has_no_interval():
     single = bootstrap_mean([31.0])
-    assert single.low is None and single.high is None
+    assert single.low is None
+    assert single.high is None
     assert "one case" in single.note
     assert "CI n/a" in single.format()
 

@@ -66,7 +66,7 @@ def test_constant_input_stays_constant(blend):
     assert torch.allclose(output, volume, rtol=0, atol=1e-9 * 731.25)
 
 
-def test_identity_with_channels_last_and_full_batches_is_exact():
+def test_identity_exact_channels_last_batched():
     volume = torch.randn(1, 1, 5, 12, 10)
     output = sliding_window_inference(volume, identity, (3, 5, 5), overlap=0.5, batch_size=4, channels_last=True,
                                       full_batches=True)
@@ -74,7 +74,7 @@ def test_identity_with_channels_last_and_full_batches_is_exact():
 
 
 def covering_is_interior(tiling, index):
-    """Whether every window covering ``index`` holds its 3-voxel neighbourhood or ends at the volume's border."""
+    """Return whether every window covering ``index`` contains its 3-voxel neighbourhood or ends at the border."""
     for start in tiling.starts:
         end = start + tiling.window
         if start <= index < end:
@@ -97,7 +97,7 @@ def test_box_filter_tiled_matches_whole_volume():
     interior = masks[0][:, None, None] & masks[1][None, :, None] & masks[2][None, None, :]
     assert interior.sum() > 0.1 * interior.numel()
     difference = (tiled - whole)[0, 0].abs()
-    # Where every covering window sees the whole 3 x 3 x 3 neighbourhood, tiling changes nothing.
+    # Where every covering window contains the whole 3 x 3 x 3 neighbourhood, tiling changes nothing.
     assert difference[interior].max() < 1e-5
     # Elsewhere an edge-affected window gets the floor weight 1e-3, a few percent of the weight of a window
     # in which the voxel lies closer to the centre (sigma is an eighth of these short windows).

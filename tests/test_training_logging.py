@@ -109,7 +109,7 @@ def test_bf16_zero_critic_stays_finite_for_50_steps(tmp_path):
     trainer = build_trainer(config, tmp_path / "run")
     for parameter in trainer.critic.parameters():
         torch.nn.init.zeros_(parameter)
-    # A zero learning rate keeps the critic at zero, so every step sees an exactly zero input gradient.
+    # A zero learning rate keeps the critic at zero, so every step gets an exactly zero input gradient.
     trainer.optimizer_critic.param_groups[0]["lr"] = 0.0
     trainer.config.train.lr_critic = 0.0
     trainer.fit()

@@ -59,7 +59,7 @@ def list_cohort(path: Path) -> list[CohortEntry]:
     """Return the cohort's entries sorted by path.
 
     A folder gives its volume files and its sub-folders (each one DICOM series). Its other files are returned
-    with a ``skip_reason``, so the summary shows them. A list file gives one path per line; blank lines and
+    with a ``skip_reason``, so the summary shows them. A list file gives one path per line. Blank lines and
     lines starting with ``#`` are ignored, and relative paths are relative to the list file's folder.
 
     Raises:

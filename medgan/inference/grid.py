@@ -49,7 +49,7 @@ def scaled_metadata(metadata: dict[str, Any], scale_ijk: Sequence[int], input_sh
     - DICOM: with a scale along k, ``source_slices`` is rebuilt so that each output slice references the input
       slices on either side of its centre, mapped through any earlier ``source_slices``. The files, UIDs and
       rescale values stay, because they describe the source files that those indexes point to. With
-      ``input_spacing_mm`` given, ``slice_thickness_override_mm`` (the new slice spacing) tells the writer the
+      ``input_spacing_mm`` given, ``slice_thickness_override_mm`` (the new slice spacing) gives the writer the
       SliceThickness of the finer slices.
 
     A DICOM source scaled along i or j keeps its metadata: the derived-series writer checks Rows and Columns

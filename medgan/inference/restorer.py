@@ -75,7 +75,7 @@ class Restorer:
         """Return the default window: the training patch, grown so the default overlap covers the receptive field.
 
         With the default overlap of a quarter window, a window of ``4 * (receptive_field - 1)`` voxels shares
-        ``receptive_field - 1`` voxels with its neighbour, so every voxel lies in some window together with its
+        ``receptive_field - 1`` voxels with its neighbour. Every voxel then lies in some window together with its
         whole receptive field and the result does not depend on where window edges fall. Axes of the volume
         that are shorter than the window get one window of the volume's size.
         """
@@ -86,8 +86,8 @@ class Restorer:
     def _check_slice_ratio(self, volume: Volume) -> None:
         """Reject a thick-slice volume whose slice-to-pixel ratio is far from the model's factor along k.
 
-        A model trained for 4x thicker slices upsamples every input 4x; a scan with 2x or 5x thicker slices would
-        come out on a grid that does not match its anatomy's resolution.
+        A model trained for 4x thicker slices upsamples every input 4x. A scan with 2x or 5x thicker slices would
+        therefore come out on a grid that does not match its anatomy's resolution.
         """
         scale_i, scale_j, scale_k = self.output_scale_ijk
         if (scale_i, scale_j) != (1, 1) or scale_k == 1:

@@ -160,7 +160,7 @@ def discover_paired_folders(root: str | Path, full_dose_patterns: list[str],
     Raises:
         FileNotFoundError: if ``root`` is not a folder.
         ValueError: if ``root`` has no patient folder, or a patient does not have exactly one series of each
-            dose or has a series that matches both; the message lists the series found.
+            dose or has a series that matches both. The message lists the series found.
     """
     root = Path(root)
     if not root.is_dir():

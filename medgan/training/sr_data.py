@@ -154,7 +154,7 @@ class ThickSlicePatchSampler:
 def rician(image: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """Return ``sqrt((image + sigma n1)^2 + (sigma n2)^2)``, the Rician model of `medgan.physics.mri`.
 
-    `medgan.physics.mri.add_rician_noise` derives sigma from the image it is given; a patch is too small for a
+    `medgan.physics.mri.add_rician_noise` derives sigma from the image it is given. A patch is too small for a
     stable foreground mean, so the sampler passes the whole volume's sigma here instead.
     """
     real = torch.randn(image.shape, generator=generator, dtype=image.dtype)
