@@ -99,12 +99,31 @@ def test_formats_share_card(tmp_path):
     assert ModelCard.read(tmp_path / "ldct.json").name == "ldct-default"
 
 
-def test_fixed_shape_network_rejected(tmp_path):
-    path = tiny_model(tmp_path, "unet-3d", {"channels": 4, "levels": 2})
+class ShapeBranchNetwork(torch.nn.Module):
+    """Doubles even-width inputs: a Python branch on the input's size, which tracing fixes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0 if x.shape[-1] % 2 == 0 else x
+
+
+def test_fixed_shape_network_rejected(tmp_path, monkeypatch):
+    path = tiny_model(tmp_path, "identity", {})
+    card = ModelCard.read(card_path_for(path))
+    monkeypatch.setattr("medgan.export.checks.load_network", lambda model: (ShapeBranchNetwork(), card))
     with pytest.raises(ExportCheckError, match=r"\(2, 1, 7, 13, 11\)"):
-        export_torchscript(path, tmp_path / "unet.ts")
-    assert not (tmp_path / "unet.ts").exists()
-    assert not (tmp_path / "unet.json").exists()
+        export_torchscript(path, tmp_path / "branch.ts")
+    assert not (tmp_path / "branch.ts").exists()
+    assert not (tmp_path / "branch.json").exists()
+
+
+@pytest.mark.parametrize("export", [export_torchscript, export_onnx], ids=["torchscript", "onnx"])
+def test_unet_exports_with_dynamic_padding(tmp_path, export):
+    path = tiny_model(tmp_path, "unet-3d", {"channels": 4, "levels": 2})
+    suffix = ".ts" if export is export_torchscript else ".onnx"
+    result = export(path, tmp_path / f"unet{suffix}")
+    # (7, 13, 11) needs padding to (8, 16, 12) and (8, 16, 16) none: the traced padding follows the input.
+    assert set(result.max_abs_difference) == {str(shape) for shape in [(1, 1, 8, 16, 16), (2, 1, 7, 13, 11)]}
+    assert max(result.max_abs_difference.values()) <= 1e-5
 
 
 def test_tolerance_exceeded_writes_nothing(tmp_path):

@@ -19,8 +19,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_TOLERANCE = 1e-4
 
 # Input patches of the checks, (D, H, W) in input voxels. The second has odd sizes on purpose: a network whose
-# forward turns shapes into Python numbers (such as unet-3d's padding to a multiple of 2 ** levels) is traced
-# with those numbers fixed, and then fails or differs on it.
+# forward turns shapes into Python values (a branch such as `if x.shape[-1] % 2:`) is traced with those values
+# fixed, and then fails or differs on it.
 CHECK_PATCH_DHW = (8, 16, 16)
 SECOND_CHECK_PATCH_DHW = (7, 13, 11)
 CHECK_SEED = 0

@@ -152,7 +152,9 @@ class UNet3D(nn.Module):
         for size in reversed(sizes):
             total = -size % multiple
             padding += [total // 2, total - total // 2]
-        h = F.pad(x, padding, mode="replicate") if any(padding) else x
+        # Padding always runs, even by zero voxels: a Python branch on the sizes would be fixed by tracing, while
+        # sizes read from x.shape stay symbolic in TorchScript and ONNX, so exports keep dynamic spatial axes.
+        h = F.pad(x, padding, mode="replicate")
 
         skips = []
         for block, down in zip(self.encoder, self.down):
