@@ -79,11 +79,20 @@ def pseudo_volume(slice_hu: np.ndarray, depth: int, generator: torch.Generator, 
     return np.stack(slices).astype(np.float32)
 
 
-def make_volume(name: str, depth: int, generator: torch.Generator, downsample: int = 1) -> Volume:
+def block_factor(spacing_mm: float, pixel_mm: float | None, downsample: int) -> int:
+    """Return the in-plane block-averaging factor: the one that brings ``spacing_mm`` nearest ``pixel_mm``, if given."""
+    if pixel_mm is None:
+        return downsample
+    return max(1, round(pixel_mm / spacing_mm))
+
+
+def make_volume(name: str, depth: int, generator: torch.Generator, downsample: int = 1,
+                pixel_mm: float | None = None) -> Volume:
     try:
         source = read_volume(pydicom_data_file(name))
     except VolumeReadError as error:
         raise SystemExit(f"{error}\nThe recipe's decoders come with: pip install -e \".[recipe]\"") from None
+    downsample = block_factor(float(source.spacing_mm[0]), pixel_mm, downsample)
     # Pixels outside the scan field of view carry padding values far below air; treat them as air.
     slice_hu = np.maximum(source.array[:, :, 0].T, AIR_HU)
     if downsample > 1:
@@ -110,15 +119,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--downsample", type=int, default=2,
                         help="in-plane block averaging of the training slices (validation keeps full resolution)")
+    parser.add_argument("--pixel-mm", type=float, default=None,
+                        help="instead of --downsample, average each training slice in blocks of the size that brings "
+                             "its pixels nearest this size in mm (at least 1 pixel)")
     arguments = parser.parse_args()
     generator = torch.Generator().manual_seed(arguments.seed)
-    for folder, sources, depth, downsample in (
-        ("train", TRAIN_SOURCES, arguments.depth, arguments.downsample),
-        ("validation", VALIDATION_SOURCES, arguments.validation_depth, 1),
+    for folder, sources, depth, downsample, pixel_mm in (
+        ("train", TRAIN_SOURCES, arguments.depth, arguments.downsample, arguments.pixel_mm),
+        ("validation", VALIDATION_SOURCES, arguments.validation_depth, 1, None),
     ):
         (arguments.outdir / folder).mkdir(parents=True, exist_ok=True)
         for name in sources:
-            volume = make_volume(name, depth, generator, downsample)
+            volume = make_volume(name, depth, generator, downsample, pixel_mm)
             path = arguments.outdir / folder / (Path(name).stem + ".nii.gz")
             write_volume(volume, path, overwrite=True)
             print(f"{path}: {volume!r}")

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import platform
+import textwrap
 from importlib import metadata
 from pathlib import Path
 
@@ -211,6 +212,21 @@ def _input_on_reference_grid(images: CaseImages) -> np.ndarray | None:
                             output_shape=images.reference.shape, order=0, mode="nearest")
 
 
+def _difference_scale(figure, axes, protocol: Protocol) -> None:
+    """Draw the colour scale of the difference maps as a horizontal bar across the middle of ``axes``."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    box = axes.get_position()
+    bar_axes = figure.add_axes((box.x0 + 0.1 * box.width, box.y0 + 0.45 * box.height, 0.8 * box.width,
+                                0.08 * box.height))
+    limit = protocol.difference_range
+    scale = ScalarMappable(norm=Normalize(-limit, limit), cmap="coolwarm")
+    bar = figure.colorbar(scale, cax=bar_axes, orientation="horizontal", ticks=[-limit, 0.0, limit])
+    bar.ax.tick_params(labelsize=6)
+    bar.set_label(f"candidate - reference ({protocol.unit})", fontsize=6)
+
+
 def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwrite: bool) -> Path:
     """Write middle slices input | baselines | method | reference, with candidate - reference below each.
 
@@ -231,6 +247,9 @@ def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwr
     views = [2, 1] if images.reference.shape[2] > 1 else [2]
     figure, axes = plt.subplots(2 * len(views), len(columns), figsize=(2.2 * len(columns), 4.4 * len(views)),
                                 squeeze=False)
+    # A fixed layout, set before the colour scale reads its slot's position: tight_layout takes seconds on a
+    # grid of 20 panels.
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.05, hspace=0.25)
     low, high = protocol.display_range
     for view_number, axis in enumerate(views):
         for column, ((name, _), values) in enumerate(zip(columns, mapped)):
@@ -239,16 +258,20 @@ def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwr
             image_axes.imshow(_middle_slice(values, axis), cmap="gray", vmin=low, vmax=high,
                               interpolation="nearest", aspect="auto")
             image_axes.set_title(name, fontsize=8)
+            image_axes.axis("off")
+            difference_axes.axis("off")
+            if column == len(columns) - 1:
+                # The reference minus itself is blank: this slot holds the difference colour scale instead.
+                _difference_scale(figure, difference_axes, protocol)
+                continue
             difference = _middle_slice(values - mapped_reference, axis)
             difference_axes.imshow(difference, cmap="coolwarm", vmin=-protocol.difference_range,
                                    vmax=protocol.difference_range, interpolation="nearest", aspect="auto")
             difference_axes.set_title(f"{name} - reference", fontsize=7)
-            image_axes.axis("off")
-            difference_axes.axis("off")
-    figure.suptitle(f"case {images.case_id}; {protocol.summary()}; differences in "
-                    f"[-{protocol.difference_range:g}, {protocol.difference_range:g}] {protocol.unit}", fontsize=7)
-    # A fixed layout: tight_layout takes seconds on a grid of 20 panels.
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.9, wspace=0.05, hspace=0.25)
+    title = (f"case {images.case_id}; {protocol.summary()}; differences in "
+             f"[-{protocol.difference_range:g}, {protocol.difference_range:g}] {protocol.unit}")
+    # About 45 characters of 7-point text per 2.2-inch column: wrap so that the title stays inside the figure.
+    figure.suptitle(textwrap.fill(title, width=max(40, 45 * len(columns))), fontsize=7)
     with atomic_output(path, overwrite=overwrite) as temporary:
         figure.savefig(temporary, format="png", dpi=100)
     plt.close(figure)
