@@ -35,7 +35,7 @@ def run_cli(*arguments):
 def test_pretrain_cli_writes_loadable_weights(tmp_path):
     config = write_project(tmp_path)
     out = tmp_path / "ae.safetensors"
-    result = run_cli("--config", config, "--out", out, "--steps", 3, "--batch-size", 2, "--channels", "4,8",
+    result = run_cli("--config", config, "-o", out, "--steps", 3, "--batch-size", 2, "--channels", "4,8",
                      "--device", "cpu")
     assert result.exit_code == 0, result.output
     card = json.loads(out.with_suffix(".json").read_text())

@@ -15,7 +15,7 @@ logger = logging.getLogger("medgan.cli")
 @click.command("pretrain-perceptual")
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="YAML training config; its data section lists the high-quality volumes.")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+@click.option("-o", "--output", "--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Weights file to write (.safetensors); the JSON card goes beside it with the suffix .json.")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Optimizer steps of the L1 reconstruction training.")
@@ -43,7 +43,7 @@ def pretrain_perceptual(config_path: Path, out_path: Path, steps: int, batch_siz
 
     \b
     Example:
-      medgan pretrain-perceptual --config configs/ldct.yaml --out ae.safetensors --steps 2000
+      medgan pretrain-perceptual --config configs/ldct.yaml -o ae.safetensors --steps 2000
     """
     from medgan.cli.errors import InvalidInput, OutputExists
     from medgan.cli.options import check_output_free
@@ -55,7 +55,7 @@ def pretrain_perceptual(config_path: Path, out_path: Path, steps: int, batch_siz
     from medgan.training.pretrain_perceptual import pretrain_perceptual_autoencoder
 
     if out_path.suffix != ".safetensors":
-        raise click.BadParameter(f"{out_path} must end in .safetensors.", param_hint="--out")
+        raise click.BadParameter(f"{out_path} must end in .safetensors.", param_hint="-o/--output")
     try:
         channel_list = [int(part) for part in channels.split(",")]
     except ValueError as error:
@@ -63,8 +63,8 @@ def pretrain_perceptual(config_path: Path, out_path: Path, steps: int, batch_siz
                                  param_hint="--channels") from error
     if not channel_list or any(c < 1 for c in channel_list):
         raise click.BadParameter(f"{channels!r} must list positive integers.", param_hint="--channels")
-    check_output_free(out_path, overwrite, "--out")
-    check_output_free(out_path.with_suffix(".json"), overwrite, "--out (its .json card)")
+    check_output_free(out_path, overwrite, "-o/--output")
+    check_output_free(out_path.with_suffix(".json"), overwrite, "-o/--output (its .json card)")
     try:
         config = load_config(config_path, list(overrides))
     except (ConfigError, FileNotFoundError) as error:
