@@ -26,11 +26,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -39,102 +36,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+import docs_commands_support
 import medgan
+from docs_commands_support import REPO, doc_commands
 from medgan.cli.main import cli
 from medgan.cli.options import progress_enabled
 
-REPO = Path(__file__).resolve().parents[1]
-DOC_FILES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 # Tracked top-level folders: paths under them are real files of the repository and must exist.
 REPO_FOLDERS = ("configs", "medgan", "scripts", "docs", "tests")
-NON_SHELL_LANGUAGES = {"python", "py", "yaml", "yml", "json", "text", "txt", "csv", "toml", "ini", "markdown", "md"}
-SEPARATORS = {"&&", "||", ";", "|"}
-MEDGAN_WORD = re.compile(r"(^|[\s;&|$])medgan(\s|$)")
-FENCE = re.compile(r"^\s*(```|~~~)\s*([\w+-]*)")
-
-
-@dataclass(frozen=True)
-class DocCommand:
-    """One medgan command found in a doc: where it starts, the original text and the arguments after ``medgan``."""
-
-    path: Path
-    line: int
-    text: str
-    args: tuple[str, ...]
-
-    @property
-    def where(self) -> str:
-        return f"{self.path.relative_to(REPO)}:{self.line}"
-
-
-def shell_lines(path: Path) -> list[tuple[int, str]]:
-    """Return (line number, logical line) for each line of the shell code blocks, backslash continuations joined."""
-    lines: list[tuple[int, str]] = []
-    fence: str | None = None
-    shell_block = False
-    pending: tuple[int, str] | None = None
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        match = FENCE.match(raw)
-        if fence is None and match:
-            fence = match.group(1)
-            shell_block = match.group(2).lower() not in NON_SHELL_LANGUAGES
-            continue
-        if fence is not None and raw.strip().startswith(fence):
-            fence = None
-            continue
-        if fence is None or not shell_block:
-            continue
-
-        start, text = pending if pending else (number, "")
-        text = f"{text} {raw.strip()}" if text else raw.strip()
-        if text.endswith("\\"):
-            pending = (start, text[:-1].rstrip())
-            continue
-        pending = None
-        lines.append((start, text))
-    return lines
-
-
-def split_tokens(text: str) -> list[str]:
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    return list(lexer)
-
-
-def medgan_args(segment: list[str]) -> list[str] | None:
-    """Return the arguments after ``medgan`` when the segment runs medgan, else None."""
-    if segment and segment[0] == "$":
-        segment = segment[1:]
-    if segment and segment[0] == "medgan":
-        return segment[1:]
-    for index in range(len(segment) - 1):
-        if segment[index] == "-m" and segment[index + 1] == "medgan":
-            return segment[index + 2:]
-    return None
-
-
-def doc_commands() -> list[DocCommand]:
-    commands = []
-    for path in DOC_FILES:
-        for line, text in shell_lines(path):
-            if text.startswith("$ "):
-                text = text[2:]
-            if not MEDGAN_WORD.search(text):
-                continue
-            try:
-                tokens = split_tokens(text)
-            except ValueError as error:
-                raise ValueError(f"{path.relative_to(REPO)}:{line}: cannot split {text!r} into words: {error}") from error
-            segment: list[str] = []
-            for token in [*tokens, ";"]:
-                if token not in SEPARATORS:
-                    segment.append(token)
-                    continue
-                args = medgan_args(segment)
-                if args is not None:
-                    commands.append(DocCommand(path, line, text, tuple(args)))
-                segment = []
-    return commands
 
 
 def make_placeholders(command: click.Command, ctx: click.Context, args: list[str], workdir: Path) -> None:
@@ -247,8 +156,8 @@ def test_typo_in_doc_fails(tmp_path, monkeypatch, workdir):
     doc = tmp_path / "typo.md"
     doc.write_text("# Typo\n\n```bash\nmedgan infer scan.nii.gz -o out.nii.gz \\\n    --batch-sise 8\n```\n",
                    encoding="utf-8")
-    monkeypatch.setattr(sys.modules[__name__], "DOC_FILES", [doc])
-    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    monkeypatch.setattr(docs_commands_support, "DOC_FILES", [doc])
+    monkeypatch.setattr(docs_commands_support, "REPO", tmp_path)
 
     with pytest.raises(AssertionError, match=r"typo.md:4: medgan infer .*--batch-sise"):
         test_doc_commands_parse(workdir)
