@@ -53,7 +53,8 @@ job):
   the capped run it continues has already finished.
 - ``medgan.adaptation.adapt_denoiser`` and ``adapt_super_resolution`` are wrapped to stop after
   ``ADAPT_MAX_STEPS`` steps, whatever ``--adapt-minutes`` asks. The sidecar must record that stop.
-- ``python scripts/bench_infer.py --shape 64 192 192`` took 60 s, so it runs with ``--shape 16 64 64``.
+- ``python scripts/bench_infer.py --shape 64 192 192`` took 60 s, so it runs with ``--shape 16 64 64``, and
+  ``python scripts/probe_smore_2d.py ... --minutes 10`` runs with ``--minutes 0.02``.
 - torch runs on one thread, and subprocesses get ``OMP_NUM_THREADS=1``: on this 2-core machine, shared with
   another job, two OpenMP threads made a GAN step 90 times slower.
 
@@ -175,6 +176,12 @@ SMALLER_ARGUMENTS = {
     "python scripts/bench_infer.py --shape 64 192 192 --no-reference": (
         ["python", "scripts/bench_infer.py", "--shape", "16", "64", "64", "--no-reference"],
         "the documented shape took 60 s on the 2-core machine",
+    ),
+    "python scripts/probe_smore_2d.py work/mri-eval/thick_8mm.nii.gz work/mri-eval/reference_2mm.nii.gz "
+    "--minutes 10 --threads 1": (
+        ["python", "scripts/probe_smore_2d.py", "work/mri-eval/thick_8mm.nii.gz",
+         "work/mri-eval/reference_2mm.nii.gz", "--minutes", "0.02", "--threads", "1"],
+        "the documented run trains for 10 minutes",
     ),
 }
 
@@ -940,12 +947,19 @@ def check_bench_gan_step(box: Sandbox, words: tuple[str, ...], stdout: str, wher
     assert "overhead" in stdout, f"{where}: {stdout}"
 
 
+def check_probe_smore_2d(box: Sandbox, words: tuple[str, ...], stdout: str, where: str) -> None:
+    # The held-out pair is the shipped sample and its reference, so B-spline scores as in docs/adaptation.md.
+    assert "cubic B-spline: 19.98 dB" in stdout, f"{where}: {stdout}"
+    assert "with data consistency" in stdout.splitlines()[-1], f"{where}: {stdout}"
+
+
 SCRIPT_CHECKS = {
     "scripts/prepare_ldct_data.py": check_prepare_ldct_data,
     "scripts/prepare_mri_data.py": check_prepare_mri_data,
     "scripts/prepare_mri_samples.py": check_prepare_mri_samples,
     "scripts/bench_infer.py": check_bench_infer,
     "scripts/bench_gan_step.py": check_bench_gan_step,
+    "scripts/probe_smore_2d.py": check_probe_smore_2d,
 }
 
 
