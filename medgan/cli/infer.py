@@ -83,6 +83,7 @@ class RestoreSettings:
     overwrite: bool
     adapt_minutes: float | None = None
     data_consistency: bool = True
+    strength: float = 1.0
 
 
 @click.command()
@@ -139,6 +140,9 @@ class RestoreSettings:
 @click.option("--data-consistency/--no-data-consistency", default=True, show_default=True,
               help="Super-resolution only: shift each group of output slices so that their mean equals the input "
                    "slice they came from, so the output degraded again reproduces the input.")
+@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+              help="Models that keep the grid (ldct): the fraction of the model's change applied, output = input + "
+                   "STRENGTH * (restored - input). Lower values keep part of the input's noise texture.")
 @click.option("--ignore-modality", is_flag=True, default=False,
               help="Restore a volume whose DICOM modality differs from the model's (for example MR through a CT "
                    "model). Without it such input is rejected.")
@@ -147,7 +151,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
           device: str, roi: tuple[int, int, int] | None, overlap: float, batch_size: int, precision: str,
           stitch_device: str, threads: int | None, compile_network: bool, series_uid: str | None,
           resample_z: bool, preview: Path | None, no_preview: bool, adapt: bool, adapt_minutes: float,
-          data_consistency: bool, ignore_modality: bool, overwrite: bool) -> None:
+          data_consistency: bool, strength: float, ignore_modality: bool, overwrite: bool) -> None:
     """Restore SCAN (a NIfTI, NRRD or MHA file, or a folder holding one DICOM series) with a trained model.
 
     The output keeps the input's physical extent, orientation and voxel values' unit (HU for CT). A model
@@ -184,7 +188,8 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
         raise click.BadParameter(f"{overlap} is not a number in [0, 0.95].", param_hint="--overlap")
     settings = RestoreSettings(roi=roi, overlap=overlap, batch_size=batch_size, precision=precision,
                                stitch_device=stitch_device, ignore_modality=ignore_modality, overwrite=overwrite,
-                               adapt_minutes=adapt_minutes if adapt else None, data_consistency=data_consistency)
+                               adapt_minutes=adapt_minutes if adapt else None, data_consistency=data_consistency,
+                               strength=strength)
     if is_cohort_input(scan):
         if preview is not None:
             raise click.BadParameter("a cohort writes one preview per scan beside its output; drop --preview or "
@@ -258,7 +263,7 @@ def _prepare_run(model_name: str | None, task: str, device: str, threads: int | 
     """Apply --threads, resolve the devices and load the model; return the restorer and the resolved settings."""
     import torch
 
-    from medgan.inference.restorer import load_model, resolve_device
+    from medgan.inference.restorer import check_strength, load_model, resolve_device
     from medgan.tasks import get_task
     from medgan.cli.errors import InvalidInput
 
@@ -289,6 +294,10 @@ def _prepare_run(model_name: str | None, task: str, device: str, threads: int | 
     if task_given and restorer.card.task != task:
         raise click.BadParameter(f"model {model!r} restores task {restorer.card.task!r}, not {task!r}; drop --task "
                                  "or pass a model of that task.", param_hint="--task")
+    try:
+        check_strength(settings.strength, restorer.output_scale_ijk)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--strength") from error
     logger.info("Model %s (task %s, network %s, output scale %s along i, j, k) on %s with %d CPU threads",
                 restorer.card.name or model, restorer.card.task, restorer.card.network["name"],
                 restorer.output_scale_ijk, restorer.device, torch.get_num_threads())
@@ -433,7 +442,8 @@ def _restore(scan: Path, volume, restorer, settings: RestoreSettings):
                                         batch_size=settings.batch_size, precision=settings.precision,
                                         stitch_device=settings.stitch_device, progress=report,
                                         allow_modality_mismatch=settings.ignore_modality,
-                                        data_consistency=settings.data_consistency)
+                                        data_consistency=settings.data_consistency,
+                                        strength=settings.strength)
         except ValueError as error:
             raise InvalidInput(f"Cannot restore {scan}: {error}") from error
         except (RuntimeError, torch.cuda.OutOfMemoryError) as error:
@@ -465,6 +475,7 @@ def _run_record(scan: Path, series_uid: str | None, output: Path, volume, restor
         "batch_size": settings.batch_size,
         "output_scale_ijk": list(restorer.output_scale_ijk),
         "data_consistency": settings.data_consistency and restorer.output_scale_ijk != (1, 1, 1),
+        "strength": settings.strength,
         "input_shape": list(volume.shape),
         "output_shape": list(restored.shape),
         "output_affine": restored.affine.tolist(),

@@ -151,6 +151,7 @@ class Restorer:
         progress: Callable[[int, int], None] | None = None,
         allow_modality_mismatch: bool = False,
         data_consistency: bool = True,
+        strength: float = 1.0,
     ) -> Volume:
         """Restore ``volume`` and return the result in the same physical units, modality and metadata.
 
@@ -173,6 +174,10 @@ class Restorer:
             data_consistency: for super-resolution along k, shift each group of output slices so that their mean
                 equals the input slice they came from (`enforce_thick_slice_consistency`). Ignored for models
                 that keep the grid.
+            strength: for models that keep the grid, the fraction of the model's change that is applied:
+                ``input + strength * (restored - input)``, in ``[0, 1]``. 1 is the model's output; lower values
+                keep part of the input's noise and texture, like the blending levels of clinical denoisers.
+                Models with an output scale accept only 1.
 
         Raises:
             TypeError: if ``volume`` is not a `Volume`.
@@ -194,6 +199,7 @@ class Restorer:
             logger.warning("Volume modality is %s but the model was trained for %s.", volume.modality,
                            self.task.modality)
         check_precision(precision)
+        strength = check_strength(strength, self.output_scale_ijk)
         self._check_slice_ratio(volume)
         self._warn_implausible_values(volume)
         window = tuple(roi_size) if roi_size is not None else self.default_roi()
@@ -214,10 +220,26 @@ class Restorer:
         scale_i, scale_j, scale_k = self.output_scale_ijk
         if data_consistency and (scale_i, scale_j) == (1, 1) and scale_k > 1:
             array = enforce_thick_slice_consistency(array, volume.array, scale_k)
+        if strength != 1.0:
+            array = (volume.array + strength * (array.astype(np.float64) - volume.array)).astype(array.dtype)
         metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape, volume.spacing_mm)
         metadata["medgan_model"] = self.card.name or "unnamed"
         return Volume(array=array, affine=scaled_affine(volume.affine, self.output_scale_ijk),
                       modality=volume.modality, metadata=metadata)
+
+
+def check_strength(strength: object, output_scale_ijk: tuple[int, int, int]) -> float:
+    """Return ``strength`` as a float after checking it is in ``[0, 1]`` and allowed for the output scale.
+
+    Raises:
+        ValueError: if it is not a number in ``[0, 1]``, or differs from 1 for a model with an output scale.
+    """
+    if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}.")
+    if strength != 1.0 and tuple(output_scale_ijk) != (1, 1, 1):
+        raise ValueError(f"strength {strength} blends the output with the input voxel by voxel, which needs the "
+                         f"same grid; this model's output scale is {tuple(output_scale_ijk)}. Use strength 1.")
+    return float(strength)
 
 
 def enforce_thick_slice_consistency(fine: np.ndarray, thick: np.ndarray, scale_k: int) -> np.ndarray:
