@@ -6,9 +6,14 @@ The public API is imported lazily, so ``import medgan`` and ``medgan --help`` st
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 __version__ = "0.1.0"
+
+# A library configures no output: without this handler, Python would print medgan's warnings to stderr through
+# its last-resort handler. Applications (the medgan CLI among them) attach their own handlers.
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 _PUBLIC = {
     "Volume": "medgan.io",

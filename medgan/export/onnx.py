@@ -64,9 +64,10 @@ def export_onnx(model: str | Path, output: str | Path, *, overwrite: bool = Fals
     example = random_patch((1, 1, *CHECK_PATCH_DHW))
     with atomic_output(output, overwrite=overwrite) as temporary:
         with warnings.catch_warnings(), torch.no_grad():
-            # The TorchScript-based exporter warns about constant folding of Slice steps, which does not
-            # change results; the numerical check below is the test that matters.
+            # The TorchScript-based exporter warns about constant folding of Slice steps, and tracing about values
+            # fixed by input checks. Neither changes results, and the check on two input sizes below decides.
             warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             # NOTE: dynamo=False selects torch's TorchScript-based exporter; the dynamo exporter needs the
             # onnxscript package, which medgan does not depend on.
             torch.onnx.export(network, (example,), str(temporary), dynamo=False, opset_version=opset,

@@ -36,9 +36,11 @@ def trace_network(network: torch.nn.Module, example: torch.Tensor) -> torch.jit.
     with warnings.catch_warnings(record=True) as caught, torch.no_grad():
         warnings.simplefilter("always", torch.jit.TracerWarning)
         traced = torch.jit.trace(network, example, check_trace=False)
+    # Most of these notes come from input checks (channel count, number of axes) whose fixed values are right
+    # for every input. The check on a second input size decides, so the notes are logged at debug level only.
     for warning in caught:
         if issubclass(warning.category, torch.jit.TracerWarning):
-            logger.warning("Tracing fixed a value that may depend on the input size: %s", warning.message)
+            logger.debug("Tracing fixed a value that may depend on the input size: %s", warning.message)
     return traced
 
 
