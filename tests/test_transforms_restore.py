@@ -120,3 +120,9 @@ def test_rejects_bad_input(ldct_restorer):
         Restored(ldct_restorer, overlap=1.5)
     with pytest.raises(FileNotFoundError, match="not found"):
         Restored("no-such-model")
+
+
+def test_two_dimensional_image_rejected_with_hint():
+    image = MetaTensor(torch.zeros(1, 20, 17), affine=torch.eye(4))
+    with pytest.raises(ValueError, match=r"2D image \(1, 20, 17\).*unsqueeze\(-1\)"):
+        Restored(model="ldct-default")(image)

@@ -104,6 +104,9 @@ class Restored(Transform):
             raise TypeError(f"Restored expects a monai.data.MetaTensor with its affine, got {type(img).__name__}. "
                             "Load images with LoadImage(d) (track_meta on) or wrap the array as "
                             "MetaTensor(array, affine=affine).")
+        if img.ndim == 3 and img.shape[0] == 1:
+            raise ValueError(f"Restored expects a 3D channel-first image of shape (1, X, Y, Z), got the 2D image "
+                             f"{tuple(img.shape)}. Add a slice axis first, for example with img.unsqueeze(-1).")
         if img.ndim != 4 or img.shape[0] != 1:
             raise ValueError(f"Restored expects a channel-first image of shape (1, X, Y, Z), got "
                              f"{tuple(img.shape)}. Add EnsureChannelFirst(d) after LoadImage(d); medgan "
