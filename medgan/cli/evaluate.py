@@ -69,7 +69,8 @@ def evaluate(reference: Path | None, candidate: Path | None, input_path: Path | 
       medgan evaluate --model ldct-default --pairs test.csv --protocol ldct-abdomen -o report/ \\
           --baselines gaussian,nlm,bm3d
     """
-    from medgan.cli.errors import InvalidInput, OutputExists, RuntimeFailure
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable, RuntimeFailure
+    from medgan.io.atomic import OutputNotWritableError
 
     pair_mode = reference is not None or candidate is not None
     model_mode = model_name is not None or manifest is not None
@@ -162,6 +163,8 @@ def evaluate(reference: Path | None, candidate: Path | None, input_path: Path | 
         reports.write_psnr_chart(report, output_dir / reports.PSNR_FIGURE, overwrite)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
+    except OutputNotWritableError as error:
+        raise OutputNotWritable(str(error)) from error
 
     click.echo(f"Protocol {protocol.summary()}")
     for line in reports.summary_lines(report):

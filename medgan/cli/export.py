@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from medgan.cli.options import overwrite_option
+from medgan.cli.options import check_output_folder, overwrite_option
 
 MODEL_FORMATS = ("torchscript", "onnx", "monai-bundle")
 
@@ -83,10 +83,13 @@ def export(ctx: click.Context, source: str, output: Path, output_format: str | N
 
 def _export_run(run_dir: Path, output: Path, name: str, checkpoint: Path | None, training_data: str, weights: str,
                 overwrite: bool) -> None:
-    from medgan.cli.errors import InvalidInput, OutputExists
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable
+    from medgan.io.atomic import OutputNotWritableError
 
     if output.suffix != ".safetensors":
         raise click.BadParameter(f"{output.name} must end in .safetensors.", param_hint="--output")
+    _check_output_is_file(output, "a training run exports to a .safetensors file")
+    check_output_folder(output.parent, "--output")
     from medgan.training.export import export_run
 
     try:
@@ -94,6 +97,8 @@ def _export_run(run_dir: Path, output: Path, name: str, checkpoint: Path | None,
                           weights=weights, overwrite=overwrite)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
+    except OutputNotWritableError as error:
+        raise OutputNotWritable(str(error)) from error
     except (FileNotFoundError, ValueError) as error:
         raise InvalidInput(str(error)) from error
     click.echo(f"Wrote {path} and {path.with_suffix('.json')}")
@@ -101,15 +106,21 @@ def _export_run(run_dir: Path, output: Path, name: str, checkpoint: Path | None,
 
 def _export_model(model: str, output: Path, output_format: str, tolerance: float | None, overwrite: bool,
                   bundle_engine: str = "medgan") -> None:
-    from medgan.cli.errors import InvalidInput, OutputExists, RuntimeFailure
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable, RuntimeFailure
+    from medgan.io.atomic import OutputNotWritableError
 
     suffixes = {"torchscript": (".ts", ".pt"), "onnx": (".onnx",), "monai-bundle": ("",)}[output_format]
     if output.suffix.lower() not in suffixes:
         expected = "a folder name without a suffix" if output_format == "monai-bundle" else " or ".join(suffixes)
         raise click.BadParameter(f"--format {output_format} writes {expected}, got {output.name}.",
                                  param_hint="--output")
-    if not output.parent.is_dir():
-        raise click.BadParameter(f"folder {output.parent} does not exist.", param_hint="--output")
+    if output_format == "monai-bundle":
+        if output.exists() and not output.is_dir():
+            raise click.BadParameter(f"{output} is a file, but --format monai-bundle writes a folder. Choose a new "
+                                     "folder name.", param_hint="--output")
+    else:
+        _check_output_is_file(output, f"--format {output_format} writes a file")
+    check_output_folder(output.parent, "--output")
 
     from medgan.export import DEFAULT_TOLERANCE, ExportCheckError, export_monai_bundle, export_onnx, export_torchscript
 
@@ -120,6 +131,8 @@ def _export_model(model: str, output: Path, output_format: str, tolerance: float
                                          tolerance=DEFAULT_TOLERANCE if tolerance is None else tolerance, **options)
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
+    except OutputNotWritableError as error:
+        raise OutputNotWritable(str(error)) from error
     except ExportCheckError as error:
         raise RuntimeFailure(str(error)) from error
     except ImportError as error:
@@ -133,3 +146,10 @@ def _export_model(model: str, output: Path, output_format: str, tolerance: float
         click.echo(f"Wrote MONAI bundle {result.path} (card in {result.card_path})")
     else:
         click.echo(f"Wrote {result.path} and {result.card_path}")
+
+
+def _check_output_is_file(output: Path, writes: str) -> None:
+    """Reject an output path that is an existing folder. ``writes`` describes the file that the export writes."""
+    if output.is_dir():
+        raise click.BadParameter(f"{output} is a folder, but {writes}, and --overwrite does not replace a folder. "
+                                 "Choose a file name.", param_hint="--output")

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from medgan.cli.options import (
+    check_output_folder,
     check_output_free,
     device_option,
     output_suffix,
@@ -201,16 +202,15 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
             raise click.BadParameter(f"{scan} is a cohort, so -o must name the output folder.", param_hint="--output")
         if output.exists() and not output.is_dir():
             raise click.BadParameter(f"{output} is a file, but a cohort writes into a folder.", param_hint="--output")
-        if not output.parent.is_dir():
-            raise click.BadParameter(f"folder {output.parent} does not exist.", param_hint="--output")
+        # The cohort's folder is created later, so a missing one needs a writable parent folder.
+        check_output_folder(output if output.is_dir() else output.parent, "--output")
         restorer, settings = _prepare_run(model_name, task, device, threads, compile_network, settings, task_given)
         _infer_cohort(scan, output, output_format or "nifti", restorer, settings, resample_z, not no_preview)
         return
 
     output = output or _default_output(scan, output_format)
     output_format = _output_format(scan, output, output_format)
-    if not output.parent.is_dir():
-        raise click.BadParameter(f"folder {output.parent} does not exist.", param_hint="--output")
+    check_output_folder(output.parent, "--output")
     if output_format == "dicom" and output.exists() and not output.is_dir():
         raise click.BadParameter(f"{output} is a file, but --format dicom writes a folder.", param_hint="--output")
     if output_format != "dicom" and output.is_dir():
@@ -224,8 +224,7 @@ def infer(scan: Path, output: Path | None, output_format: str | None, model_name
     if preview is not None:
         if preview.suffix.lower() != ".png":
             raise click.BadParameter(f"{preview.name} must end in .png.", param_hint="--preview")
-        if not preview.parent.is_dir():
-            raise click.BadParameter(f"folder {preview.parent} does not exist.", param_hint="--preview")
+        check_output_folder(preview.parent, "--preview")
         if preview.resolve() in (output.resolve(), scan.resolve()):
             raise click.BadParameter(f"{preview} is also the input or the output; choose another file.",
                                      param_hint="--preview")
@@ -340,9 +339,10 @@ def _model_card_path(restorer) -> Path | None:
 def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | None, sidecar: Path, restorer,
                settings: RestoreSettings, series_uid: str | None, resample_z: bool) -> None:
     """Read, restore and write one scan; raise the CLI's errors (InvalidInput, RuntimeFailure, OutputExists)."""
-    from medgan.cli.errors import InvalidInput, OutputExists
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable
     from medgan.evaluation.figures import save_preview_png
     from medgan.io import VolumeReadError, read_volume, write_volume
+    from medgan.io.atomic import OutputNotWritableError
 
     try:
         volume = read_volume(scan, series_uid=series_uid, resample_z=resample_z)
@@ -374,6 +374,8 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
         _remove_created(targets, existed)
         if isinstance(error, FileExistsError):
             raise OutputExists(str(error)) from error
+        if isinstance(error, OutputNotWritableError):
+            raise OutputNotWritable(str(error)) from error
         if isinstance(error, ValueError):
             raise InvalidInput(f"Cannot write {output}: {error}") from error
         raise
@@ -522,7 +524,13 @@ def _infer_cohort(cohort: Path, folder: Path, output_format: str, restorer, sett
     Raises:
         InvalidInput or RuntimeFailure: after the summary, when at least one scan failed.
     """
-    from medgan.cli.errors import EXIT_RUNTIME_FAILURE, InvalidInput, RuntimeFailure
+    from medgan.cli.errors import (
+        EXIT_OUTPUT_EXISTS,
+        EXIT_RUNTIME_FAILURE,
+        InvalidInput,
+        OutputNotWritable,
+        RuntimeFailure,
+    )
     from medgan.inference.cohort import find_name_collisions, list_cohort, shard_for_rank
 
     try:
@@ -536,7 +544,11 @@ def _infer_cohort(cohort: Path, folder: Path, output_format: str, restorer, sett
         raise click.BadParameter(f"several scans would write the same output ({listing}). Rename them or restore "
                                  "them in separate runs.", param_hint="SCAN")
     _check_scale_fits_format(restorer, output_format)
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as error:
+        raise OutputNotWritable(f"Cannot create the output folder {folder}: {error.strerror or error}. Choose "
+                                "another output folder, or make its parent folder writable.") from error
     logger.info("Cohort %s: %d entries for rank %d of %d", cohort, len(entries), rank, world_size)
 
     results = []
@@ -552,6 +564,8 @@ def _infer_cohort(cohort: Path, folder: Path, output_format: str, restorer, sett
         message = f"{len(failed)} of {len(results)} scans failed; the summary above gives each reason."
         if any(result.exit_code == EXIT_RUNTIME_FAILURE for result in failed):
             raise RuntimeFailure(message)
+        if any(result.exit_code == EXIT_OUTPUT_EXISTS for result in failed):
+            raise OutputNotWritable(message)
         raise InvalidInput(message)
 
 

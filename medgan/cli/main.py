@@ -36,7 +36,7 @@ def cli(verbose: int, quiet: int) -> None:
 
     \b
     Exit codes: 0 success, 1 runtime failure, 2 usage error,
-                3 invalid input data, 4 output exists (pass --overwrite).
+                3 invalid input data, 4 output exists (pass --overwrite) or cannot be written.
     """
     level = logging.INFO + 10 * quiet
     if verbose >= 2:

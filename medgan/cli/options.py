@@ -39,6 +39,23 @@ def check_output_free(path: Path, overwrite: bool, option: str) -> None:
         raise OutputExists(f"{option}: {path} already exists; pass --overwrite to replace it.")
 
 
+def check_output_folder(folder: Path, option: str) -> None:
+    """Fail before any work when ``folder`` is missing, is a file, or cannot be written to."""
+    from medgan.cli.errors import OutputNotWritable
+    from medgan.io.atomic import OutputNotWritableError, check_folder_writable
+
+    if folder.exists() and not folder.is_dir():
+        raise click.BadParameter(f"{folder} is a file, not a folder. Choose an output path inside an existing "
+                                 "folder.", param_hint=option)
+    if not folder.is_dir():
+        raise click.BadParameter(f"folder {folder} does not exist. Create it first, or choose an existing folder.",
+                                 param_hint=option)
+    try:
+        check_folder_writable(folder)
+    except OutputNotWritableError as error:
+        raise OutputNotWritable(f"{option}: {error}") from error
+
+
 def progress_enabled() -> bool:
     """Return whether to draw progress bars on stderr.
 

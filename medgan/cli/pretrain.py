@@ -45,7 +45,8 @@ def pretrain_perceptual(config_path: Path, out_path: Path, steps: int, batch_siz
     Example:
       medgan pretrain-perceptual --config configs/ldct.yaml -o ae.safetensors --steps 2000
     """
-    from medgan.cli.errors import InvalidInput, OutputExists
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable
+    from medgan.io.atomic import OutputNotWritableError
     from medgan.cli.options import check_output_free
 
     from tqdm import tqdm
@@ -85,6 +86,8 @@ def pretrain_perceptual(config_path: Path, out_path: Path, steps: int, batch_siz
                 channels=channel_list, device=resolved_device, overwrite=overwrite, on_step=on_step)
         except FileExistsError as error:
             raise OutputExists(str(error)) from error
+        except OutputNotWritableError as error:
+            raise OutputNotWritable(str(error)) from error
         except (ValueError, FileNotFoundError) as error:
             raise InvalidInput(str(error)) from error
     click.echo(f"Wrote {out_path} and {out_path.with_suffix('.json')} after {steps} steps "

@@ -96,7 +96,8 @@ def simulate(ctx: click.Context, scan: Path, output: Path, task: str, seed: int,
       medgan simulate scan.nii.gz -o scan_quarter.nii.gz --dose-fraction 0.25
       medgan simulate t1.nii.gz -o t1_4mm.nii.gz --task mri-sr --slice-thickness-mm 4 --slice-axis k
     """
-    from medgan.cli.errors import InvalidInput, OutputExists
+    from medgan.cli.errors import InvalidInput, OutputExists, OutputNotWritable
+    from medgan.io.atomic import OutputNotWritableError
 
     _check_task_options(ctx, task, options)
     if output_suffix(output) not in WRITABLE_SUFFIXES:
@@ -140,6 +141,8 @@ def simulate(ctx: click.Context, scan: Path, output: Path, task: str, seed: int,
             temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     except FileExistsError as error:
         raise OutputExists(str(error)) from error
+    except OutputNotWritableError as error:
+        raise OutputNotWritable(str(error)) from error
     click.echo(f"Wrote {output} and {sidecar.name} ({task}, seed {seed})")
 
 

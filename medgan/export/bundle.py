@@ -38,7 +38,7 @@ from medgan.export.checks import (
 )
 from medgan.export.torchscript import check_traced, trace_network
 from medgan.inference.restorer import Restorer
-from medgan.io.atomic import atomic_output
+from medgan.io.atomic import atomic_output, check_folder_writable
 from medgan.models.card import ModelCard
 from medgan.tasks import IntensityMapping, get_task
 
@@ -61,6 +61,31 @@ class MonaiLayoutNetwork(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network(x.permute(0, 1, 4, 3, 2)).permute(0, 1, 4, 3, 2)
+
+
+def is_medgan_bundle(folder: Path) -> bool:
+    """Return whether ``folder`` is a bundle that medgan exported: its ``configs/metadata.json`` is a JSON object
+    with ``"authors": "medgan"`` and a ``medgan_card`` object, as `metadata` writes it."""
+    try:
+        description = json.loads((folder / BUNDLE_METADATA).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return (isinstance(description, dict) and description.get("authors") == "medgan"
+            and isinstance(description.get("medgan_card"), dict))
+
+
+def check_bundle_replaceable(output: Path) -> None:
+    """Raise FileExistsError when ``output`` is an existing folder that is not a medgan bundle.
+
+    ``--overwrite`` replaces the whole folder, so it applies only to a bundle that medgan wrote, never to a folder
+    that may contain the user's own files.
+    """
+    if output.is_dir() and not is_medgan_bundle(output):
+        raise FileExistsError(
+            f"Output folder {output} exists and is not a MONAI bundle exported by medgan (it has no "
+            f"{BUNDLE_METADATA.as_posix()} with medgan's card), so it is not replaced, even with --overwrite, "
+            "because that would delete every file in it. Choose a new folder name, or remove the folder first."
+        )
 
 
 def check_bundle_supported(card: ModelCard) -> IntensityMapping:
@@ -228,13 +253,18 @@ def export_monai_bundle(model: str | Path, output: str | Path, *, overwrite: boo
         ValueError: if the model's intensity map or output scale cannot be expressed in a MONAI config (see
             `check_bundle_supported`), or for a bad tolerance.
         ExportCheckError: if the TorchScript module does not match PyTorch; nothing is written then.
-        FileExistsError: if ``output`` exists and ``overwrite`` is false.
+        FileExistsError: if ``output`` exists and ``overwrite`` is false, or if it is a folder that is not a
+            bundle medgan exported (see `is_medgan_bundle`), whatever ``overwrite`` is.
+        OutputNotWritableError: if the folder that contains ``output`` cannot be written to.
     """
     output = Path(output)
     tolerance = check_tolerance(tolerance)
     if engine not in BUNDLE_ENGINES:
         raise ValueError(f"engine must be one of {', '.join(BUNDLE_ENGINES)}, got {engine!r}.")
+    check_bundle_replaceable(output)
     check_outputs_free([output], overwrite)
+    if output.parent.is_dir():
+        check_folder_writable(output.parent)
     network, card = load_network(model)
     if engine == "medgan":
         return _export_medgan_bundle(network, card, output, overwrite)

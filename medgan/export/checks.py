@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from medgan.io.atomic import atomic_output
+from medgan.io.atomic import atomic_output, check_folder_writable
 from medgan.models.card import ModelCard
-from medgan.models.files import card_path_for, load_model_files, resolve_model_path
+from medgan.models.files import card_path_for, check_card_not_shared, load_model_files, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -144,17 +144,24 @@ def prepare_file_export(model: str | Path, output: str | Path, suffixes: tuple[s
     """Check the output suffix, tolerance and free paths, and load the model, before any export work.
 
     The same card may already be beside the output: the model file's own (m.safetensors exported to m.ts) or an
-    earlier export's (m.ts, then m.onnx). It is kept, so exporting to several formats needs no --overwrite.
+    earlier export's (m.ts, then m.onnx). It is kept, so exporting to several formats needs no --overwrite. A
+    different card is replaced only when no other export of the same stem uses it.
 
     Raises:
         ValueError: for a bad suffix or tolerance, or an invalid model.
-        FileExistsError: if an output exists and ``overwrite`` is false.
+        FileExistsError: if an output exists and ``overwrite`` is false, or if the card beside ``output`` differs
+            and another export of the same stem still uses it.
+        OutputNotWritableError: if the output's folder cannot be written to.
     """
     output = Path(output)
     check_suffix(output, suffixes, runtime)
     tolerance = check_tolerance(tolerance)
     card_path = card_path_beside(output)
+    if output.parent.is_dir():
+        check_folder_writable(output.parent)
     network, card = load_network(model)
     keep_card = card_already_written(model, card, card_path)
+    if not keep_card:
+        check_card_not_shared(card_path, card.to_json(), output)
     check_outputs_free([output] if keep_card else [output, card_path], overwrite)
     return FileExport(output, tolerance, card_path, network, card, keep_card)

@@ -13,6 +13,37 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
+class OutputNotWritableError(OSError):
+    """An output folder or file cannot be written: the message names the path, the OS error and what to do."""
+
+
+def check_folder_writable(folder: str | os.PathLike[str]) -> None:
+    """Create and remove a temporary file in ``folder``, so an unwritable folder fails before any work.
+
+    Raises:
+        OutputNotWritableError: if the file cannot be created or removed, for example because of permissions, a
+            read-only or full file system, or an immutable folder.
+    """
+    folder = Path(folder)
+    try:
+        handle, name = tempfile.mkstemp(prefix=".tmp-", suffix="-write-check", dir=folder)
+    except OSError as error:
+        raise _not_writable(folder, error) from error
+    os.close(handle)
+    try:
+        os.unlink(name)
+    except OSError as error:
+        raise _not_writable(folder, error) from error
+
+
+def _not_writable(folder: Path, error: OSError) -> OutputNotWritableError:
+    reason = error.strerror or str(error)
+    return OutputNotWritableError(
+        f"Cannot write to folder {folder}: {reason}. Choose another output folder, or give yourself write "
+        "permission there (and check that the disk is not full or mounted read-only)."
+    )
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str], overwrite: bool, *, directory: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` and move it onto ``path`` when the block succeeds.
@@ -28,6 +59,8 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool, *, directory: b
         IsADirectoryError / NotADirectoryError: if ``path`` exists but is a directory where a file is written,
             or a file where a directory is written.
         FileNotFoundError: if the parent directory of ``path`` does not exist.
+        OutputNotWritableError: if the temporary path cannot be created in that directory, or cannot be renamed
+            onto ``path`` (the temporary path is removed then).
     """
     target = Path(path)
     parent = target.parent
@@ -37,12 +70,15 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool, *, directory: b
 
     prefix = ".tmp-"
     suffix = f"-{target.name}"
-    if directory:
-        temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
-    else:
-        handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
-        os.close(handle)
-        temporary = Path(name)
+    try:
+        if directory:
+            temporary = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+        else:
+            handle, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=parent)
+            os.close(handle)
+            temporary = Path(name)
+    except OSError as error:
+        raise _not_writable(parent, error) from error
     # mkstemp and mkdtemp create private entries (0600 / 0700). Give the output the permissions that a
     # plain open() or mkdir() would give under the current umask.
     _apply_default_permissions(temporary, directory)
@@ -53,7 +89,16 @@ def atomic_output(path: str | os.PathLike[str], overwrite: bool, *, directory: b
             # Writers that replace the file (safetensors does) bring back private permissions, so apply the
             # default ones again just before the rename.
             _apply_default_permissions(temporary, directory)
-        _move_into_place(temporary, target, overwrite, directory)
+        try:
+            _move_into_place(temporary, target, overwrite, directory)
+        except (FileExistsError, IsADirectoryError, NotADirectoryError):
+            raise
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise OutputNotWritableError(
+                f"Cannot replace {target} with the finished output: {reason}. {target} was left as it was; "
+                "choose another output name, or make the file and its folder writable."
+            ) from error
     except BaseException:
         _remove(temporary)
         raise

@@ -17,6 +17,11 @@ from medgan.networks import build_network
 logger = logging.getLogger(__name__)
 
 SHIPPED_PACKAGE = "medgan.models.shipped"
+# Suffixes of PyTorch's own files (torch.save checkpoints and TorchScript archives), never loaded as a model.
+PICKLE_SUFFIXES = (".pt", ".pth")
+# Suffixes of the files that share one JSON card: the model file and its exports (ldct.safetensors, ldct.ts,
+# ldct.pt and ldct.onnx all use ldct.json).
+CARD_SHARING_SUFFIXES = (".safetensors", ".ts", ".pt", ".onnx")
 
 
 def shipped_model_names() -> list[str]:
@@ -31,10 +36,18 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
     Raises:
         FileNotFoundError: if neither a shipped model nor an existing file matches; lists the shipped names.
+        ValueError: if ``name_or_path`` is an existing ``.pt`` or ``.pth`` file, such as a training checkpoint.
     """
     candidate = Path(name_or_path)
     if candidate.suffix == ".json":
         candidate = candidate.with_suffix(".safetensors")
+    if candidate.suffix.lower() in PICKLE_SUFFIXES and candidate.is_file():
+        raise ValueError(
+            f"{candidate} is a PyTorch {candidate.suffix} file, such as a training checkpoint, not a medgan model "
+            "file. medgan loads models only from .safetensors files with a JSON card and never unpickles .pt "
+            "files. Export the training run with medgan export RUN_DIR -o model.safetensors, then pass "
+            "model.safetensors."
+        )
     if candidate.is_file():
         return candidate
     shipped = resources.files(SHIPPED_PACKAGE) / f"{name_or_path}.safetensors"
@@ -48,6 +61,35 @@ def resolve_model_path(name_or_path: str | Path) -> Path:
 
 def card_path_for(weights_path: Path) -> Path:
     return weights_path.with_suffix(".json")
+
+
+def exports_sharing_card(card_path: Path, output: Path) -> list[Path]:
+    """Return the existing files other than ``output`` that share ``card_path``: its stem with an export suffix."""
+    return [card_path.with_suffix(suffix) for suffix in CARD_SHARING_SUFFIXES
+            if card_path.with_suffix(suffix) != output and card_path.with_suffix(suffix).is_file()]
+
+
+def check_card_not_shared(card_path: Path, new_card_json: str, output: Path) -> None:
+    """Raise FileExistsError when writing ``new_card_json`` to ``card_path`` would change the card of another export.
+
+    ``ldct.ts`` and ``ldct.onnx`` share ``ldct.json``, so exporting another model to ``ldct.onnx`` would make the
+    card describe the wrong model for ``ldct.ts``. ``--overwrite`` does not allow this.
+    """
+    if not card_path.is_file():
+        return
+    try:
+        unchanged = card_path.read_text(encoding="utf-8") == new_card_json
+    except (OSError, UnicodeDecodeError):
+        unchanged = False
+    if unchanged:
+        return
+    others = exports_sharing_card(card_path, output)
+    if others:
+        raise FileExistsError(
+            f"The card {card_path} describes a different model, and {', '.join(str(path) for path in others)} "
+            f"still uses it, so writing {output} would leave that file with the wrong card (even with --overwrite). "
+            "Choose another output name, for example with the model's name in it."
+        )
 
 
 def sha256_of(path: Path) -> str:
@@ -65,7 +107,8 @@ def save_model(network: torch.nn.Module, card: ModelCard, path: str | Path, *, o
 
     Raises:
         ValueError: if ``path`` does not end in ``.safetensors``.
-        FileExistsError: if either file exists and ``overwrite`` is false.
+        FileExistsError: if either file exists and ``overwrite`` is false, or if the card differs from the one
+            beside ``path`` and another export with the same stem (``.ts``, ``.pt``, ``.onnx``) still uses that card.
     """
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -79,6 +122,8 @@ def save_model(network: torch.nn.Module, card: ModelCard, path: str | Path, *, o
     with atomic_output(path, overwrite=overwrite) as temporary:
         save_file(tensors, str(temporary), metadata={"format": "medgan", "task": card.task})
         card.weights_sha256 = sha256_of(Path(temporary))
+        # Checked once the card is complete, so exporting the same weights again keeps working.
+        check_card_not_shared(card_path, card.to_json(), path)
     with atomic_output(card_path, overwrite=overwrite) as temporary:
         Path(temporary).write_text(card.to_json(), encoding="utf-8")
     logger.info("Wrote model %s and its card %s", path, card_path)
@@ -106,13 +151,17 @@ def load_model_files(name_or_path: str | Path, device: str | torch.device = "cpu
         if actual != card.weights_sha256:
             raise ValueError(
                 f"Weights {weights_path} have SHA-256 {actual}, but the card {card_path} expects "
-                f"{card.weights_sha256}: the files do not belong together or one is damaged."
+                f"{card.weights_sha256}: the files do not belong together or one is damaged. Export the model again "
+                "(medgan export RUN_DIR -o MODEL.safetensors writes both files), or use the card that was written "
+                "with these weights."
             )
     network = build_network(card.network["name"], card.network.get("kwargs", {}))
     try:
         state = load_file(str(weights_path), device="cpu")
     except Exception as error:  # safetensors raises its own SafetensorError for damaged files
-        raise ValueError(f"{weights_path} is not a valid safetensors file: {error}") from error
+        raise ValueError(f"{weights_path} is not a valid safetensors file: {error}. If it is a PyTorch pickle or "
+                         "checkpoint renamed to .safetensors, note that medgan never loads those as a model; "
+                         "export the training run with medgan export RUN_DIR -o model.safetensors.") from error
     try:
         missing, unexpected = network.load_state_dict(state, strict=False)
     except RuntimeError as error:
