@@ -76,7 +76,7 @@ def check_difference(reference: torch.Tensor, candidate, shape: tuple[int, ...],
         raise ExportCheckError(f"The {runtime} returns shape {tuple(candidate.shape)} for input {shape}, but PyTorch "
                                f"returns {tuple(reference.shape)}; the export is not usable.")
     difference = float((candidate.float() - reference.float()).abs().max())
-    logger.info("%s on a random patch of shape %s: max abs difference from PyTorch %.3g (tolerance %.3g)",
+    logger.debug("%s on a random patch of shape %s: max abs difference from PyTorch %.3g (tolerance %.3g)",
                 runtime, shape, difference, tolerance)
     if not difference <= tolerance:
         raise ExportCheckError(f"The {runtime} differs from PyTorch by {difference:.3g} network units on a random "

@@ -126,7 +126,7 @@ def save_model(network: torch.nn.Module, card: ModelCard, path: str | Path, *, o
         check_card_not_shared(card_path, card.to_json(), path)
     with atomic_output(card_path, overwrite=overwrite) as temporary:
         Path(temporary).write_text(card.to_json(), encoding="utf-8")
-    logger.info("Wrote model %s and its card %s", path, card_path)
+    logger.debug("Wrote model %s and its card %s", path, card_path)
     return path
 
 
