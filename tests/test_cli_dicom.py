@@ -119,3 +119,14 @@ def test_resample_z_fills_missing_slice(tmp_path, identity_model):
     restored = read_volume(output)
     assert restored.shape == (7, 5, 5)
     assert restored.spacing_mm[2] == pytest.approx(2.5)
+
+
+def test_dicom_records_strength_and_adaptation(tmp_path, series):
+    output = tmp_path / "blended"
+    result = run("infer", series, "-o", output, "--format", "dicom", "--strength", "0.6", "--adapt",
+                 "--adapt-minutes", "0.05", "--no-preview")
+    assert result.exit_code == 0, result.output
+
+    first = pydicom.dcmread(sorted(output.iterdir())[0])
+    assert "ldct-default strength 0.6 adapted" in first.SeriesDescription
+    assert "ldct-default strength 0.6 adapted" in first.DerivationDescription

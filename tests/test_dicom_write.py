@@ -181,6 +181,16 @@ def test_derived_series_description(tmp_path):
     assert equipment.SoftwareVersions == medgan.__version__
 
 
+def test_restored_twice_keeps_one_tag(tmp_path):
+    oblique_series(tmp_path / "source")
+    first_folder = write_dicom_series(restored_volume(tmp_path / "source"), tmp_path / "derived")
+    second = headers(write_dicom_series(restored_volume(first_folder), tmp_path / "derived_again"))[0]
+
+    assert second.SeriesDescription.count("[medgan") == 1
+    assert second.SeriesDescription.startswith("synthetic CT")
+    assert second.SeriesDescription.endswith(f"{MODEL}]")
+
+
 def test_custom_descriptions_and_number(tmp_path):
     oblique_series(tmp_path / "source", count=2)
     volume = restored_volume(tmp_path / "source")

@@ -92,6 +92,7 @@ def test_rejects_mismatched_grids(tmp_path, ct_pair):
     assert "affines differ" in result.output
     assert "origin (-10, 5, 30)" in result.output
     assert "origin (-9.99, 5, 30)" in result.output
+    assert not (tmp_path / "report").exists()
     cropped = write_volume(Volume(_phantom_hu((24, 24, 3)).astype(np.float32), _affine()), tmp_path / "cut.nii.gz")
     result = run("evaluate", "--reference", ct_pair["reference"], "--candidate", cropped, "--protocol", "ct-hu",
                  "-o", tmp_path / "report")

@@ -135,6 +135,7 @@ def evaluate(reference: Path | None, candidate: Path | None, input_path: Path | 
         logger.info("Model %s (task %s) on %s", model_record["name"], restorer.card.task, restorer.device)
         restore = restorer.restore
 
+    created_output_dir = not output_dir.exists()
     output_dir.mkdir(exist_ok=True)
     figure_dir = output_dir / reports.FIGURE_FOLDER
     written_figures: list[Path] = []
@@ -150,8 +151,10 @@ def evaluate(reference: Path | None, candidate: Path | None, input_path: Path | 
         report = evaluate_cases(cases, protocol, restore=restore, method_name=method, baselines=baselines,
                                 validation_case=validation_case, seed=seed, n_resamples=resamples, on_case=draw)
     except (VolumeReadError, ValueError) as error:
+        _remove_partial_report(output_dir, created_output_dir, written_figures)
         raise InvalidInput(str(error)) from error
     except (RuntimeError, MemoryError) as error:
+        _remove_partial_report(output_dir, created_output_dir, written_figures)
         raise RuntimeFailure(f"Evaluation failed: {error}. Try --device cpu or smaller volumes.") from error
 
     report["model"] = model_record
@@ -170,3 +173,13 @@ def evaluate(reference: Path | None, candidate: Path | None, input_path: Path | 
     for line in reports.summary_lines(report):
         click.echo(line)
     click.echo(f"Wrote {json_path}, {markdown_path} and {len(written_figures) + 1} figure(s) in {output_dir}")
+
+
+def _remove_partial_report(output_dir: Path, created_output_dir: bool, figures: list[Path]) -> None:
+    """Remove the figures of an evaluation that failed, and the folders it created if they are left empty."""
+    for path in figures:
+        path.unlink(missing_ok=True)
+    folders = [path.parent for path in figures[:1]] + ([output_dir] if created_output_dir else [])
+    for folder in folders:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()

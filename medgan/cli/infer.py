@@ -358,6 +358,8 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
     if settings.adapt_minutes is not None:
         restorer, adaptation = _adapt(scan, volume, restorer, settings)
     restored, window, seconds = _restore(scan, volume, restorer, settings)
+    if adaptation is not None:
+        restored.metadata["medgan_model"] += " adapted"
     record = _run_record(scan, series_uid, output, volume, restored, restorer, settings, window, seconds)
     if adaptation is not None:
         record["adaptation"] = adaptation

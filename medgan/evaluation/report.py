@@ -199,6 +199,12 @@ def _middle_slice(array: np.ndarray, axis: int) -> np.ndarray:
     return plane.T[::-1] if axis != 2 else plane.T
 
 
+def _slice_aspect(spacing_mm: tuple[float, float, float], axis: int) -> float:
+    """Return the height / width of one displayed pixel, in mm, for `_middle_slice` across ``axis``."""
+    row_axis, column_axis = {2: (1, 0), 1: (2, 0), 0: (2, 1)}[axis]
+    return float(spacing_mm[row_axis]) / float(spacing_mm[column_axis])
+
+
 def _input_on_reference_grid(images: CaseImages) -> np.ndarray | None:
     """Return the input as shown in figures: itself on the reference grid, or nearest-neighbour upsampled."""
     if images.input is None:
@@ -224,7 +230,7 @@ def _difference_scale(figure, axes, protocol: Protocol) -> None:
     scale = ScalarMappable(norm=Normalize(-limit, limit), cmap="coolwarm")
     bar = figure.colorbar(scale, cax=bar_axes, orientation="horizontal", ticks=[-limit, 0.0, limit])
     bar.ax.tick_params(labelsize=6)
-    bar.set_label(f"candidate - reference ({protocol.unit})", fontsize=6)
+    bar.set_label(f"image - reference ({protocol.unit})", fontsize=6)
 
 
 def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwrite: bool) -> Path:
@@ -252,11 +258,13 @@ def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwr
     figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.88, wspace=0.05, hspace=0.25)
     low, high = protocol.display_range
     for view_number, axis in enumerate(views):
+        # Pixels keep their physical shape, so anatomy is not stretched to fill the panel.
+        aspect = _slice_aspect(images.reference.spacing_mm, axis)
         for column, ((name, _), values) in enumerate(zip(columns, mapped)):
             image_axes = axes[2 * view_number, column]
             difference_axes = axes[2 * view_number + 1, column]
             image_axes.imshow(_middle_slice(values, axis), cmap="gray", vmin=low, vmax=high,
-                              interpolation="nearest", aspect="auto")
+                              interpolation="nearest", aspect=aspect)
             image_axes.set_title(name, fontsize=8)
             image_axes.axis("off")
             difference_axes.axis("off")
@@ -266,7 +274,7 @@ def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwr
                 continue
             difference = _middle_slice(values - mapped_reference, axis)
             difference_axes.imshow(difference, cmap="coolwarm", vmin=-protocol.difference_range,
-                                   vmax=protocol.difference_range, interpolation="nearest", aspect="auto")
+                                   vmax=protocol.difference_range, interpolation="nearest", aspect=aspect)
             difference_axes.set_title(f"{name} - reference", fontsize=7)
     title = (f"case {images.case_id}; {protocol.summary()}; differences in "
              f"[-{protocol.difference_range:g}, {protocol.difference_range:g}] {protocol.unit}")

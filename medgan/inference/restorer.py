@@ -223,7 +223,10 @@ class Restorer:
         if strength != 1.0:
             array = (volume.array + strength * (array.astype(np.float64) - volume.array)).astype(array.dtype)
         metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape, volume.spacing_mm)
+        # Derived DICOM series name this text in SeriesDescription and DerivationDescription.
         metadata["medgan_model"] = self.card.name or "unnamed"
+        if strength != 1.0:
+            metadata["medgan_model"] += f" strength {strength:g}"
         return Volume(array=array, affine=scaled_affine(volume.affine, self.output_scale_ijk),
                       modality=volume.modality, metadata=metadata)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -62,6 +63,7 @@ _SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 _MAX_SERIES_NUMBER = 2**31 - 1  # the largest IS value
 _MAX_LO_LENGTH = 64  # SeriesDescription (LO)
 _MAX_ST_LENGTH = 1024  # DerivationDescription (ST)
+_PREVIOUS_TAG = re.compile(r"\s*\[medgan [^\]]*\]?\s*$")
 
 # Copied from the source slice when present, by module of the CT and MR Image IODs (DICOM PS3.3 A.3 and A.4).
 _COPIED_COMMON = (
@@ -553,7 +555,9 @@ def _series_description(requested: str | None, source: Dataset, model: str) -> s
     from medgan import __version__
 
     suffix = f"medgan {__version__} {model or 'no model'}"[:_MAX_LO_LENGTH]
-    source_description = str(source.get("SeriesDescription", "")).strip()
+    # A series that medgan restored before ends in its own tag: drop it rather than cut it in the middle.
+    # DerivationDescription still names the source series.
+    source_description = _PREVIOUS_TAG.sub("", str(source.get("SeriesDescription", ""))).strip()
     room = _MAX_LO_LENGTH - len(suffix) - len(" []")
     if not source_description or room <= 0:
         return suffix
