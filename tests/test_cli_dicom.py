@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pydicom
 import pytest
@@ -130,3 +132,6 @@ def test_dicom_records_strength_and_adaptation(tmp_path, series):
     first = pydicom.dcmread(sorted(output.iterdir())[0])
     assert "ldct-default strength 0.6 adapted" in first.SeriesDescription
     assert "ldct-default strength 0.6 adapted" in first.DerivationDescription
+    sidecar = json.loads((tmp_path / "blended.json").read_text())
+    assert sidecar["derived_series_instance_uid"] == first.SeriesInstanceUID
+    assert sidecar["source_series_instance_uid"] == pydicom.dcmread(sorted(series.iterdir())[0]).SeriesInstanceUID

@@ -371,6 +371,8 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
         if preview is not None:
             save_preview_png(volume, restored, preview, overwrite=settings.overwrite)
         write_volume(restored, output, overwrite=settings.overwrite, format=output_format)
+        if output.is_dir():
+            record["derived_series_instance_uid"] = _derived_series_uid(output)
         _write_sidecar(record, sidecar, settings.overwrite)
     except BaseException as error:
         _remove_created(targets, existed)
@@ -381,6 +383,14 @@ def _infer_one(scan: Path, output: Path, output_format: str, preview: Path | Non
         if isinstance(error, ValueError):
             raise InvalidInput(f"Cannot write {output}: {error}") from error
         raise
+
+
+def _derived_series_uid(folder: Path) -> str:
+    """Return the SeriesInstanceUID of the derived DICOM series just written into ``folder``."""
+    import pydicom
+
+    first = min(path for path in folder.iterdir() if path.is_file())
+    return str(pydicom.dcmread(first, stop_before_pixels=True).SeriesInstanceUID)
 
 
 def _remove_created(paths: list[Path], existed: dict[Path, bool]) -> None:
@@ -470,6 +480,7 @@ def _run_record(scan: Path, series_uid: str | None, output: Path, volume, restor
                   "weights_sha256": card.weights_sha256},
         "input": str(scan.resolve()),
         "series_uid": series_uid,
+        "source_series_instance_uid": volume.metadata.get("series_instance_uid") or None,
         "output": output.name,
         "device": str(restorer.device),
         "stitch_device": str(settings.stitch_device),
