@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from medgan.cli.errors import EXIT_INVALID_INPUT, EXIT_OUTPUT_EXISTS
 from medgan.cli.main import cli
 from medgan.evaluation.evaluator import ManifestError, load_manifest
-from medgan.io import Volume, write_volume
+from medgan.io import Volume, read_volume, write_volume
 from medgan.transforms.mri import ThickSliceMRI
 
 
@@ -186,3 +186,18 @@ def test_manifest_errors(tmp_path):
                                              {"input": "a.nii.gz", "reference": "a.nii.gz"}]}))
     with pytest.raises(ManifestError, match="repeats the case ids a"):
         load_manifest(listing)
+
+
+def test_rotated_grid_mismatch_names_angle(tmp_path, ct_pair):
+    reference = read_volume(ct_pair["reference"])
+    angle = np.radians(10.0)
+    rotation = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    rotated_affine = reference.affine.copy()
+    rotated_affine[:3, :3] = rotation @ reference.affine[:3, :3]
+    rotated = write_volume(Volume(reference.array, rotated_affine), tmp_path / "rotated.nii.gz")
+    result = run("evaluate", "--reference", ct_pair["reference"], "--candidate", rotated, "--protocol", "ct-hu",
+                 "-o", tmp_path / "report")
+
+    assert result.exit_code == EXIT_INVALID_INPUT
+    assert "rotated by up to 10 degrees" in result.output
+    assert "oblique: RAS directions i (0.9848, 0.1736, 0)" in result.output

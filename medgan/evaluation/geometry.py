@@ -16,11 +16,30 @@ class GridMismatchError(ValueError):
     """Two volumes that must share a grid (shape and affine) do not."""
 
 
+def _directions(affine: np.ndarray) -> np.ndarray:
+    """Return the unit vectors of the voxel axes i, j and k as the columns of a 3x3 matrix."""
+    columns = np.asarray(affine, dtype=np.float64)[:3, :3]
+    return columns / np.linalg.norm(columns, axis=0)
+
+
 def describe_grid(volume: Volume) -> str:
-    """Return shape, spacing, origin and orientation of ``volume`` in one line."""
+    """Return shape, spacing, origin and orientation of ``volume`` in one line, with axis directions if oblique."""
     spacing = ", ".join(f"{value:.6g}" for value in volume.spacing_mm)
     origin = ", ".join(f"{value:.6g}" for value in volume.affine[:3, 3])
-    return f"shape {volume.shape}, spacing ({spacing}) mm, origin ({origin}) mm, orientation {volume.orientation}"
+    text = f"shape {volume.shape}, spacing ({spacing}) mm, origin ({origin}) mm, orientation {volume.orientation}"
+    directions = _directions(volume.affine)
+    # The orientation code names only the nearest RAS axes, so an oblique grid also shows its axis directions.
+    if not np.allclose(np.abs(directions), np.round(np.abs(directions)), atol=1e-6):
+        axes = ", ".join(f"{name} ({', '.join(f'{value:.4g}' for value in directions[:, index])})"
+                         for index, name in enumerate("ijk"))
+        text += f" (oblique: RAS directions {axes})"
+    return text
+
+
+def axis_angle_degrees(first: np.ndarray, second: np.ndarray) -> float:
+    """Return the largest angle between corresponding voxel axes of two affines, in degrees."""
+    cosines = np.sum(_directions(first) * _directions(second), axis=0)
+    return float(np.degrees(np.max(np.arccos(np.clip(cosines, -1.0, 1.0)))))
 
 
 def check_same_grid(first: Volume, second: Volume, first_name: str, second_name: str,
@@ -35,6 +54,9 @@ def check_same_grid(first: Volume, second: Volume, first_name: str, second_name:
         if difference <= tolerance_mm:
             return
         reason = f"their affines differ by up to {difference:.3g} mm (tolerance {tolerance_mm:g} mm)"
+        angle = axis_angle_degrees(first.affine, second.affine)
+        if angle > 0.01:
+            reason += f", and their voxel axes are rotated by up to {angle:.3g} degrees against each other"
     else:
         reason = "their shapes differ"
     raise GridMismatchError(
