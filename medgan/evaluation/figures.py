@@ -5,13 +5,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from medgan.io.atomic import atomic_output
 from medgan.io.volume import Volume
 
 SOFT_TISSUE_WINDOW_HU = (-160.0, 240.0)
 DIFFERENCE_RANGE_HU = 100.0
+
+PREVIEW_DPI = 100
+VIEW_NAMES = ("axial", "coronal", "sagittal")
+COLUMN_TITLES = ("input", "output", "output - input")
+
+# Layout of the preview in inches: the widest view fills PANEL_WIDTH_INCHES unless the stacked views would be
+# taller than MAX_PANELS_HEIGHT_INCHES, and then all views shrink by the same factor.
+PANEL_WIDTH_INCHES = 5.0
+MAX_PANELS_HEIGHT_INCHES = 15.0
+_LEFT_INCHES = 0.85
+_RIGHT_INCHES = 0.1
+_TOP_INCHES = 0.35
+_BOTTOM_INCHES = 0.45
+_ROW_GAP_INCHES = 0.12
+_COLUMN_GAP_INCHES = 0.08
 
 
 def _middle_slices(array: np.ndarray) -> list[np.ndarray]:
@@ -24,13 +39,17 @@ def _middle_slices(array: np.ndarray) -> list[np.ndarray]:
     return views
 
 
+def _view_extents_mm(shape: tuple[int, int, int], spacing_mm: tuple[float, float, float]) -> list[tuple[float, float]]:
+    """Return the (width, height) in mm of each view of `_middle_slices`, in the same order."""
+    width_i, width_j, width_k = (n * float(s) for n, s in zip(shape, spacing_mm))
+    extents = [(width_i, width_j)]
+    if shape[2] > 1:
+        extents += [(width_i, width_k), (width_j, width_k)]
+    return extents
+
+
 def _to_gray(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return (np.clip((image - low) / (high - low), 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-def _aspect_resize(image: Image.Image, pixel_aspect: float, height: int = 256) -> Image.Image:
-    width = max(1, int(round(height * image.width * pixel_aspect / max(image.height, 1))))
-    return image.resize((width, height), Image.Resampling.BILINEAR)
 
 
 def _on_output_grid(before: Volume, after: Volume) -> np.ndarray:
@@ -52,15 +71,78 @@ def _on_output_grid(before: Volume, after: Volume) -> np.ndarray:
     return array
 
 
+def _is_ct(volume: Volume) -> bool:
+    """Return whether ``volume`` is CT: so recorded, or unrecorded with values below -500 (air in HU)."""
+    values = volume.array
+    return volume.modality == "CT" or (volume.modality == "" and values.size > 0 and float(values.min()) < -500.0)
+
+
 def _display_window(volume: Volume) -> tuple[tuple[float, float], float]:
     """Return (window, difference range): the soft-tissue HU window for CT, the 0.5-99.5 percentiles otherwise."""
-    values = volume.array
-    is_ct = volume.modality == "CT" or (volume.modality == "" and values.size and float(values.min()) < -500.0)
-    if is_ct:
+    if _is_ct(volume):
         return SOFT_TISSUE_WINDOW_HU, DIFFERENCE_RANGE_HU
+    values = volume.array
     low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
     high = high if high > low else low + 1.0
     return (low, high), 0.25 * (high - low)
+
+
+def _preview_figure(before_array: np.ndarray, after: Volume, window: tuple[float, float],
+                    difference_range: float, unit: str):
+    """Draw the preview as a matplotlib ``Figure``: one row per view, input | output | output - input.
+
+    ``before_array`` is the input on the output grid. Each panel has the view's physical aspect, so one mm spans
+    the same number of pixels along both displayed axes and in every row.
+    """
+    from matplotlib.figure import Figure
+
+    spacing_mm = after.spacing_mm
+    extents_mm = _view_extents_mm(after.shape, spacing_mm)
+    max_width_mm = max(width for width, _ in extents_mm)
+    total_height_mm = sum(height for _, height in extents_mm)
+    mm_per_inch = max(max_width_mm / PANEL_WIDTH_INCHES, total_height_mm / MAX_PANELS_HEIGHT_INCHES)
+    column_width_inches = max_width_mm / mm_per_inch
+    row_heights_inches = [height / mm_per_inch for _, height in extents_mm]
+
+    columns = len(COLUMN_TITLES)
+    width_inches = _LEFT_INCHES + columns * column_width_inches + (columns - 1) * _COLUMN_GAP_INCHES + _RIGHT_INCHES
+    height_inches = (_TOP_INCHES + sum(row_heights_inches) + (len(extents_mm) - 1) * _ROW_GAP_INCHES
+                     + _BOTTOM_INCHES)
+    figure = Figure(figsize=(width_inches, height_inches), dpi=PREVIEW_DPI, facecolor="white")
+
+    views = zip(_middle_slices(before_array), _middle_slices(after.array), extents_mm, row_heights_inches)
+    top_inches = _TOP_INCHES
+    for row, (before_slice, after_slice, (width_mm, height_mm), row_height_inches) in enumerate(views):
+        before_slice = before_slice.astype(np.float32)
+        after_slice = after_slice.astype(np.float32)
+        panels = [(before_slice, window), (after_slice, window),
+                  (after_slice - before_slice, (-difference_range, difference_range))]
+        panel_width_inches = width_mm / mm_per_inch
+        for column, (image, (low, high)) in enumerate(panels):
+            # A view narrower than the widest one is centred in its column.
+            left_inches = (_LEFT_INCHES + column * (column_width_inches + _COLUMN_GAP_INCHES)
+                           + 0.5 * (column_width_inches - panel_width_inches))
+            bottom_inches = height_inches - top_inches - row_height_inches
+            axes = figure.add_axes((left_inches / width_inches, bottom_inches / height_inches,
+                                    panel_width_inches / width_inches, row_height_inches / height_inches))
+            axes.imshow(image, cmap="gray", vmin=low, vmax=high, extent=(0.0, width_mm, height_mm, 0.0),
+                        aspect="equal")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            for spine in axes.spines.values():
+                spine.set_visible(False)
+            if row == 0:
+                axes.set_title(COLUMN_TITLES[column], fontsize=11)
+            if column == 0:
+                axes.set_ylabel(VIEW_NAMES[row], rotation=0, ha="right", va="center", fontsize=11)
+        top_inches += row_height_inches + _ROW_GAP_INCHES
+
+    spacing_text = " x ".join(f"{s:.3g}" for s in spacing_mm)
+    note = (f"window [{window[0]:.4g}, {window[1]:.4g}]{unit};  output - input: [-{difference_range:.4g}, "
+            f"+{difference_range:.4g}]{unit}, black to white, mid-grey = no change;  output voxel {spacing_text} mm")
+    figure.text(0.5 * _LEFT_INCHES / width_inches, 0.15 / height_inches, note, fontsize=9, ha="left", va="bottom",
+                wrap=True)
+    return figure
 
 
 def save_preview_png(
@@ -73,7 +155,8 @@ def save_preview_png(
     overwrite: bool = False,
 ) -> Path:
     """Write a PNG with one row per view (axial, then coronal and sagittal when there are several slices):
-    input | output | output - input.
+    input | output | output - input, each panel at its physical aspect, with row and column labels and a note
+    of the window and the difference range.
 
     Input and output are shown in ``window`` (low, high); the difference maps ``[-difference_range,
     difference_range]`` to black..white, so mid-grey means no change. By default CT uses the soft-tissue window
@@ -88,38 +171,11 @@ def save_preview_png(
     window = window if window is not None else default_window
     difference_range = difference_range if difference_range is not None else default_difference
     before_array = before.array if before.shape == after.shape else _on_output_grid(before, after)
-    spacing_i, spacing_j, spacing_k = after.spacing_mm
-    aspects = [spacing_i / spacing_j, spacing_i / spacing_k, spacing_j / spacing_k]
-    rows = []
-    for view, (a, b) in enumerate(zip(_middle_slices(before_array), _middle_slices(after.array))):
-        tiles = [
-            _to_gray(a, *window),
-            _to_gray(b, *window),
-            _to_gray(b - a, -difference_range, difference_range),
-        ]
-        rows.append([_aspect_resize(Image.fromarray(t), aspects[view]) for t in tiles])
-    header = 18
-    width = max(sum(t.width for t in row) for row in rows)
-    height = sum(row[0].height for row in rows) + header
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    unit = " HU" if window == SOFT_TISSUE_WINDOW_HU else ""
-    labels = [f"input  [{window[0]:.4g}, {window[1]:.4g}]{unit}", "output",
-              f"output - input  [+/-{difference_range:.4g}]"]
-    x = 0
-    for tile, label in zip(rows[0], labels):
-        draw.text((x + 4, 3), label, fill=255)
-        x += tile.width
-    y = header
-    for row in rows:
-        x = 0
-        for tile in row:
-            canvas.paste(tile, (x, y))
-            x += tile.width
-        y += row[0].height
+    unit = " HU" if _is_ct(before) else ""
+    figure = _preview_figure(before_array, after, window, difference_range, unit)
     path = Path(path)
     with atomic_output(path, overwrite=overwrite) as temporary:
-        canvas.save(temporary, format="PNG")
+        figure.savefig(temporary, format="png", dpi=PREVIEW_DPI, facecolor=figure.get_facecolor())
     return path
 
 

@@ -170,19 +170,43 @@ def _pyplot():
 
 
 def write_psnr_chart(report: dict, path: Path, overwrite: bool) -> Path:
-    """Write a bar chart of the mean PSNR per method with its 95 % interval as error bars."""
+    """Write a bar chart of the mean PSNR per method, with the value on each bar and the 95 % interval as an
+    error bar where it exists. The y-axis starts at 0 dB."""
+    def finite_or_none(value) -> float | None:
+        # A summary stores None, "n/a" or NaN where a value is not available.
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if is_number and math.isfinite(value) else None
+
     plt = _pyplot()
     methods = [method for method, summary in report["means"].items() if "psnr_db" in summary]
     means = [report["means"][method]["psnr_db"] for method in methods]
-    heights = [summary["mean"] if math.isfinite(summary["mean"]) else np.nan for summary in means]
-    errors = np.array([[summary["mean"] - summary["ci_low"], summary["ci_high"] - summary["mean"]]
-                       if summary["ci_low"] is not None else [0.0, 0.0] for summary in means]).T
+    heights = [finite_or_none(summary["mean"]) for summary in means]
+    intervals = [(finite_or_none(summary.get("ci_low")), finite_or_none(summary.get("ci_high"))) for summary in means]
+
     figure, axes = plt.subplots(figsize=(1.2 * len(methods) + 2.5, 3.5))
     colours = ["tab:red" if method == report["method"] else "tab:gray" for method in methods]
-    axes.bar(methods, heights, yerr=errors, capsize=4, color=colours)
-    finite = [value for value in heights if np.isfinite(value)]
-    if finite:
-        axes.set_ylim(min(finite) - 3.0, max(finite) + 3.0)
+    positions = np.arange(len(methods))
+    axes.bar(positions, [np.nan if height is None else height for height in heights], color=colours)
+    axes.set_xticks(positions, methods)
+    # A method without a mean draws no bar, so the x-axis keeps its slot explicitly.
+    axes.set_xlim(-0.6, len(methods) - 0.4)
+    with_interval = [index for index, (low, high) in enumerate(intervals)
+                     if heights[index] is not None and low is not None and high is not None]
+    if with_interval:
+        errors = np.array([[heights[index] - intervals[index][0], intervals[index][1] - heights[index]]
+                           for index in with_interval]).T
+        axes.errorbar(positions[with_interval], [heights[index] for index in with_interval],
+                      yerr=np.clip(errors, 0.0, None), fmt="none", ecolor="black", capsize=4)
+    for position, height in zip(positions, heights):
+        if height is None:
+            axes.text(position, 0.0, "n/a", ha="center", va="bottom", fontsize=8)
+        else:
+            axes.text(position, 0.5 * height, f"{height:.2f}", ha="center", va="center", fontsize=8, color="white")
+
+    # The y-axis starts at 0 dB so that bar heights compare as ratios. Only a negative PSNR extends it below 0.
+    values = [value for value in heights + [value for interval in intervals for value in interval] if value is not None]
+    top = 1.1 * max(values) if values and max(values) > 0.0 else 1.0
+    axes.set_ylim(min([0.0] + values), top)
     axes.set_ylabel("PSNR (dB)")
     axes.set_title(f"{report['protocol']['name']}: mean PSNR, 95 % bootstrap CI", fontsize=9)
     figure.tight_layout()
