@@ -254,7 +254,7 @@ def _difference_scale(figure, axes, protocol: Protocol) -> None:
     scale = ScalarMappable(norm=Normalize(-limit, limit), cmap="coolwarm")
     bar = figure.colorbar(scale, cax=bar_axes, orientation="horizontal", ticks=[-limit, 0.0, limit])
     bar.ax.tick_params(labelsize=6)
-    bar.set_label(f"image - reference ({protocol.unit})", fontsize=6)
+    bar.set_label(textwrap.fill(f"image - reference ({protocol.unit})", width=32), fontsize=6)
 
 
 def write_case_figure(images: CaseImages, protocol: Protocol, path: Path, overwrite: bool) -> Path:
