@@ -163,6 +163,9 @@ def test_mri_brain_pair_with_bspline(tmp_path):
     assert "mean_bias_hu" not in candidate_row
     assert report["protocol"]["mask_fraction"] == 0.1
     assert (output / "figures" / "sr.png").is_file()
+    markdown = (output / "evaluation.md").read_text()
+    assert "HU columns" not in markdown
+    assert "Bias is" not in markdown
 
 
 def test_baselines_wrong_for_protocol(tmp_path, ct_pair):

@@ -489,6 +489,10 @@ def _run_record(scan: Path, series_uid: str | None, output: Path, volume, restor
         "overlap": settings.overlap,
         "batch_size": settings.batch_size,
         "output_scale_ijk": list(restorer.output_scale_ijk),
+        # For super-resolution: the input's slice spacing over its finest pixel, which the model's factor along k
+        # should match (a warning is logged when it differs by more than 5 %).
+        "slice_to_pixel_ratio": (round(float(volume.spacing_mm[2] / min(volume.spacing_mm[:2])), 4)
+                                 if restorer.output_scale_ijk[2] > 1 else None),
         "data_consistency": settings.data_consistency and restorer.output_scale_ijk != (1, 1, 1),
         "strength": settings.strength,
         "input_shape": list(volume.shape),

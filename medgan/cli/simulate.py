@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from medgan.cli.infer import WRITABLE_SUFFIXES
-from medgan.cli.options import check_output_free, output_suffix, overwrite_option, sidecar_path
+from medgan.cli.options import check_output_folder, check_output_free, output_suffix, overwrite_option, sidecar_path
 
 logger = logging.getLogger("medgan.cli")
 
@@ -104,6 +104,7 @@ def simulate(ctx: click.Context, scan: Path, output: Path, task: str, seed: int,
         raise click.BadParameter(f"{output.name} has an unsupported suffix; use one of "
                                  f"{', '.join(WRITABLE_SUFFIXES)}.", param_hint="--output")
     sidecar = sidecar_path(output)
+    check_output_folder(output.parent, "--output")
     check_output_free(output, overwrite, "--output")
     check_output_free(sidecar, overwrite, "--output (its JSON sidecar)")
 
@@ -143,7 +144,7 @@ def simulate(ctx: click.Context, scan: Path, output: Path, task: str, seed: int,
         raise OutputExists(str(error)) from error
     except OutputNotWritableError as error:
         raise OutputNotWritable(str(error)) from error
-    click.echo(f"Wrote {output} and {sidecar.name} ({task}, seed {seed})")
+    click.echo(f"Wrote {output} and {sidecar} ({task}, seed {seed})")
 
 
 def _check_task_options(ctx: click.Context, task: str, options: dict[str, Any]) -> None:

@@ -62,7 +62,7 @@ def check_same_grid(first: Volume, second: Volume, first_name: str, second_name:
     raise GridMismatchError(
         f"The {first_name} and the {second_name} are on different grids, because {reason}. "
         f"{first_name}: {describe_grid(first)}. {second_name}: {describe_grid(second)}. Evaluation compares voxels "
-        f"one to one and does not resample: write the {second_name} on the {first_name}'s grid first."
+        f"one to one and does not resample: write the {second_name} on the grid of the {first_name} first."
     )
 
 
@@ -133,6 +133,6 @@ def thick_slice_relation(low_resolution: Volume, reference: Volume,
     expected_shape[axis] = n_thick
     expected = Volume(np.zeros(expected_shape, dtype=np.float32), transform.output_affine(reference.affine,
                                                                                          reference.shape[axis]))
-    check_same_grid(expected, low_resolution, f"thick-slice grid of the reference along {'ijk'[axis]}", "input",
+    check_same_grid(expected, low_resolution, f"reference's thick slices along {'ijk'[axis]}", "input",
                     tolerance_mm)
     return relation

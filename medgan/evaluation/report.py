@@ -103,6 +103,18 @@ def below_baseline_notes(report: dict) -> dict[str, list[str]]:
     return notes
 
 
+def _column_notes(columns: list) -> str:
+    """Return the sentences that explain the HU, bias and noise columns, for those columns the table has."""
+    names = {column[0] for column in columns}
+    notes = ""
+    if names & {"rmse_hu", "mae_hu"}:
+        notes += " The HU columns are over all voxels without clipping."
+    if names & {"mean_bias_hu", "noise_std_ratio"}:
+        notes += (" Bias is candidate mean - reference mean and noise std is relative to the input's, both in "
+                  "automatically found uniform regions.")
+    return notes
+
+
 def markdown_table(report: dict) -> str:
     """Return the report as Markdown: the protocol, then means with 95 % bootstrap intervals per method."""
     protocol = report["protocol"]
@@ -113,9 +125,7 @@ def markdown_table(report: dict) -> str:
     lines = [
         f"# Evaluation: protocol {protocol['name']}",
         "",
-        f"Protocol: {protocol['summary']}. RMSE and MAE are in {protocol['unit']}; the HU columns are over all "
-        "voxels without clipping. Bias is candidate mean - reference mean and noise std is relative to the input's, "
-        "both in automatically found uniform regions.",
+        f"Protocol: {protocol['summary']}. RMSE and MAE are in {protocol['unit']}." + _column_notes(columns),
         "",
         f"Means over {n_cases} case(s), with 95 % percentile-bootstrap intervals over cases "
         f"({report['bootstrap']['n_resamples']} resamples, seed {report['bootstrap']['seed']}).",

@@ -94,6 +94,14 @@ class Restorer:
             return
         spacing_i, spacing_j, spacing_k = volume.spacing_mm
         ratio = spacing_k / min(spacing_i, spacing_j)
+        thick_axis = "ij"[0 if spacing_i >= spacing_j else 1]
+        if ratio < 0.75 * scale_k and max(spacing_i, spacing_j) >= 0.75 * scale_k * min(spacing_j, spacing_k):
+            raise ValueError(
+                f"Model {self.card.name or 'unnamed'!r} makes the slices along the volume's k axis thinner, but this "
+                f"volume's thick axis is {thick_axis} (spacing {spacing_i:g} x {spacing_j:g} x {spacing_k:g} mm "
+                f"along i, j, k). Reorder the voxel axes so that the thick one is last, for example with "
+                f"nibabel's as_reoriented or numpy.moveaxis on the array together with the affine's columns; "
+                "medgan never reorders axes by itself.")
         if not 0.75 * scale_k <= ratio <= 1.25 * scale_k:
             raise ValueError(
                 f"Model {self.card.name or 'unnamed'!r} makes slices {scale_k}x thinner and expects slices about "
@@ -101,6 +109,11 @@ class Restorer:
                 f"({spacing_k:g} mm against {min(spacing_i, spacing_j):g} mm). Train a model for that factor "
                 f"(generator.kwargs.scale [{max(1, round(ratio))}, 1, 1] in configs/mri_sr.yaml), or resample "
                 "the in-plane grid first.")
+        if abs(ratio - scale_k) > 0.05 * scale_k:
+            logger.warning("Model %r was trained for slices %dx thicker than the in-plane pixels, and this volume's "
+                           "are %.2fx (%g mm against %g mm); the output slices are %g mm apart.",
+                           self.card.name or "unnamed", scale_k, ratio, spacing_k, min(spacing_i, spacing_j),
+                           spacing_k / scale_k)
 
     def _warn_implausible_values(self, volume: Volume) -> None:
         if self.intensity.unit != "HU" or volume.array.size < 100:
