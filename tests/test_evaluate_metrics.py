@@ -190,7 +190,7 @@ def test_thick_slice_relation_rejects_shifted_input():
     reference = _mr_reference()
     thick = ThickSliceMRI(4.0, slice_axis=2)(reference)
     thick.affine[2, 3] += 1.0
-    with pytest.raises(GridMismatchError, match="thick-slice grid"):
+    with pytest.raises(GridMismatchError, match="reference.s thick slices along k"):
         thick_slice_relation(thick, reference)
 
 
