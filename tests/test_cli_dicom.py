@@ -134,4 +134,7 @@ def test_dicom_records_strength_and_adaptation(tmp_path, series):
     assert "ldct-default strength 0.6 adapted" in first.DerivationDescription
     sidecar = json.loads((tmp_path / "blended.json").read_text())
     assert sidecar["derived_series_instance_uid"] == first.SeriesInstanceUID
+    adapted_hash = sidecar["adaptation"]["adapted_weights_sha256"]
+    assert len(adapted_hash) == 64
+    assert adapted_hash != sidecar["model"]["weights_sha256"]
     assert sidecar["source_series_instance_uid"] == pydicom.dcmread(sorted(series.iterdir())[0]).SeriesInstanceUID

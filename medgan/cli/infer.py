@@ -433,7 +433,18 @@ def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
                              f"{restorer.output_scale_ijk} along i, j, k.")
     except ValueError as error:
         raise InvalidInput(f"Cannot adapt to {scan}: {error}") from error
+    record["adapted_weights_sha256"] = _weights_sha256(adapted)
     return Restorer(adapted, card, device=restorer.device), record
+
+
+def _weights_sha256(network) -> str:
+    """Return the SHA-256 of ``network``'s weights serialised as safetensors, which orders tensors by name."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
+    return hashlib.sha256(save(tensors)).hexdigest()
 
 
 def _restore(scan: Path, volume, restorer, settings: RestoreSettings):

@@ -121,7 +121,9 @@ class Restorer:
         low = float(np.percentile(volume.array, 0.5))
         if low > -500.0:
             logger.warning("The volume's lowest values (0.5th percentile %.0f) are far above air (-1000 HU): check "
-                           "that it contains HU, with the DICOM rescale slope and intercept applied.", low)
+                           "that it contains HU, with the DICOM rescale slope and intercept applied. If it is not CT "
+                           "(an MRI NIfTI file records no modality), use an MRI model, for example --task mri-sr.",
+                           low)
 
     def __init__(self, network: torch.nn.Module, card: ModelCard, device: str | torch.device = "auto", *,
                  compile: bool = False) -> None:
