@@ -30,6 +30,11 @@ def test_thick_axis_i_named(restorer):
         restorer.restore(brain_like((8, 24, 24), (4.0, 1.0, 1.0)))
 
 
+def test_thick_axis_j_named(restorer):
+    with pytest.raises(ValueError, match="thick axis is j "):
+        restorer.restore(brain_like((24, 8, 12), (1.0, 4.0, 2.0)))
+
+
 def test_off_factor_ratio_warned(restorer, caplog):
     with caplog.at_level(logging.WARNING, logger="medgan.inference.restorer"):
         restored = restorer.restore(brain_like((16, 16, 6), (1.0, 1.0, 3.0)))

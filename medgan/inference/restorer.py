@@ -94,8 +94,11 @@ class Restorer:
             return
         spacing_i, spacing_j, spacing_k = volume.spacing_mm
         ratio = spacing_k / min(spacing_i, spacing_j)
-        thick_axis = "ij"[0 if spacing_i >= spacing_j else 1]
-        if ratio < 0.75 * scale_k and max(spacing_i, spacing_j) >= 0.75 * scale_k * min(spacing_j, spacing_k):
+        thick_index = 0 if spacing_i >= spacing_j else 1
+        thick_axis = "ij"[thick_index]
+        # The thick in-plane axis is compared with the finer of the two other axes, as k is in the ratio.
+        other_spacing_mm = min(spacing for index, spacing in enumerate(volume.spacing_mm) if index != thick_index)
+        if ratio < 0.75 * scale_k and volume.spacing_mm[thick_index] >= 0.75 * scale_k * other_spacing_mm:
             raise ValueError(
                 f"Model {self.card.name or 'unnamed'!r} makes the slices along the volume's k axis thinner, but this "
                 f"volume's thick axis is {thick_axis} (spacing {spacing_i:g} x {spacing_j:g} x {spacing_k:g} mm "
