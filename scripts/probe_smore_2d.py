@@ -1,7 +1,8 @@
 """Probe SMORE-style self-supervised super-resolution with a plain residual 2D CNN on one thick-slice scan.
 
-This is the quick experiment that issue 5 describes, kept as a script so that its numbers can be reproduced:
-no shipped model and no other data, only the thick-slice scan itself. It is independent of
+A plain 2D network trained for minutes on one scan's own in-plane pairs has been reported to gain several dB
+over cubic B-spline. This script repeats that experiment reproducibly, with no shipped model and no other
+data, only the thick-slice scan itself. It is independent of
 ``medgan.adaptation`` (which fine-tunes the 3D shipped network) and serves as the reference point for it.
 
 1. The thick-slice volume (slice axis k, ``--factor`` times coarser than i and j) is divided by its 99.5th

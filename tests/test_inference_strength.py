@@ -71,5 +71,6 @@ def test_cli_refuses_strength_for_super_resolution(tmp_path):
                                       str(output), "--strength", "0.5"])
 
     assert result.exit_code == 2
-    assert "--strength" in result.output and "(1, 1, 4)" in result.output
+    assert "--strength" in result.output
+    assert "(1, 1, 4)" in result.output
     assert list(tmp_path.iterdir()) == []

@@ -412,6 +412,7 @@ def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
     from medgan.adaptation import adapt_denoiser, adapt_super_resolution
     from medgan.cli.errors import InvalidInput
     from medgan.inference.restorer import Restorer
+    from medgan.models.files import network_weights_sha256
     from medgan.tasks import IntensityMapping
 
     card = restorer.card
@@ -433,18 +434,8 @@ def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
                              f"{restorer.output_scale_ijk} along i, j, k.")
     except ValueError as error:
         raise InvalidInput(f"Cannot adapt to {scan}: {error}") from error
-    record["adapted_weights_sha256"] = _weights_sha256(adapted)
+    record["adapted_weights_sha256"] = network_weights_sha256(adapted)
     return Restorer(adapted, card, device=restorer.device), record
-
-
-def _weights_sha256(network) -> str:
-    """Return the SHA-256 of ``network``'s weights serialised as safetensors, which orders tensors by name."""
-    import hashlib
-
-    from safetensors.torch import save
-
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
-    return hashlib.sha256(save(tensors)).hexdigest()
 
 
 def _restore(scan: Path, volume, restorer, settings: RestoreSettings):

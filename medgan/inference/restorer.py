@@ -96,7 +96,8 @@ class Restorer:
         ratio = spacing_k / min(spacing_i, spacing_j)
         thick_index = 0 if spacing_i >= spacing_j else 1
         thick_axis = "ij"[thick_index]
-        # The thick in-plane axis is compared with the finer of the two other axes, as k is in the ratio.
+        # An in-plane axis is thick when it is coarse against the finer of the two other axes, the same test that
+        # the ratio applies to k.
         other_spacing_mm = min(spacing for index, spacing in enumerate(volume.spacing_mm) if index != thick_index)
         if ratio < 0.75 * scale_k and volume.spacing_mm[thick_index] >= 0.75 * scale_k * other_spacing_mm:
             raise ValueError(
@@ -241,7 +242,7 @@ class Restorer:
         if strength != 1.0:
             array = (volume.array + strength * (array.astype(np.float64) - volume.array)).astype(array.dtype)
         metadata = scaled_metadata(volume.metadata, self.output_scale_ijk, volume.shape, volume.spacing_mm)
-        # Derived DICOM series name this text in SeriesDescription and DerivationDescription.
+        # The DICOM writer puts this text into SeriesDescription and DerivationDescription of a derived series.
         metadata["medgan_model"] = self.card.name or "unnamed"
         if strength != 1.0:
             metadata["medgan_model"] += f" strength {strength:g}"

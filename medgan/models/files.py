@@ -8,7 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save, save_file
 
 from medgan.io.atomic import atomic_output
 from medgan.models.card import ModelCard
@@ -98,6 +98,15 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: stream.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def network_weights_sha256(network: torch.nn.Module) -> str:
+    """Return the SHA-256 of ``network``'s weights serialised as safetensors, which orders tensors by name.
+
+    It hashes the tensors alone, so it differs from a card's ``weights_sha256``, the hash of the model file.
+    """
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in network.state_dict().items()}
+    return hashlib.sha256(save(tensors)).hexdigest()
 
 
 def save_model(network: torch.nn.Module, card: ModelCard, path: str | Path, *, overwrite: bool = False) -> Path:
