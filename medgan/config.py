@@ -122,6 +122,7 @@ class TrainConfig:
     preview_every: int = 0
     log_every: int = 10
     tensorboard: bool = True
+    init_generator: str | None = None
 
 
 @dataclass
@@ -272,6 +273,10 @@ def validate(config: Config) -> Config:
     _check_range("train.lr_critic", train.lr_critic, 0, None, low_open=True)
     if len(train.betas) != 2 or not all(0 <= b < 1 for b in train.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {train.betas!r}.")
+    if train.init_generator is not None and not (isinstance(train.init_generator, str)
+                                                 and train.init_generator.strip()):
+        raise ConfigError(f"train.init_generator must be a shipped model name or a .safetensors path, got "
+                          f"{train.init_generator!r}.")
     return config
 
 
@@ -402,6 +407,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     config = _build(Config, data, "")
     config.data = _resolve_paths(config.data, base)
     config.loss = _resolve_loss_paths(config.loss, base)
+    config.train.init_generator = _resolve_model_reference(config.train.init_generator, base)
     if path is not None and not Path(config.run_dir).expanduser().is_absolute():
         config.run_dir = str(base / config.run_dir)
     return validate(config)
@@ -421,6 +427,16 @@ def _resolve_paths(data: DataConfig, base: Path) -> DataConfig:
     if data.validation_manifest:
         data.validation_manifest = resolve(data.validation_manifest)
     return data
+
+
+def _resolve_model_reference(reference: str | None, base: Path) -> str | None:
+    """Resolve a model file path against ``base``; a bare shipped model name stays a name."""
+    if not isinstance(reference, str) or not reference.strip():
+        return reference
+    candidate = Path(reference).expanduser()
+    if candidate.is_absolute() or (len(candidate.parts) == 1 and not candidate.suffix):
+        return reference
+    return str(base / candidate)
 
 
 def _resolve_loss_paths(loss: LossConfig, base: Path) -> LossConfig:
@@ -492,6 +508,9 @@ CONFIG_KEY_MEANINGS: dict[str, str] = {
     "train.preview_every": "steps between PNG previews of a validation slice (0: none)",
     "train.log_every": "steps between progress lines in the log (losses, patches/s)",
     "train.tensorboard": "write TensorBoard scalars and previews to `tensorboard/` when the package is installed",
+    "train.init_generator": "shipped model name or `.safetensors` model file whose weights start the generator "
+                            "(fine-tuning); its card must name the config's generator and kwargs; a path is "
+                            "relative to the config file",
 }
 
 

@@ -109,3 +109,39 @@ def test_sr_rejects_generator_without_upsampling(tmp_path):
                                   "n_units: 1}"])
     with pytest.raises(ValueError, match=r"output_scale \(D, H, W\) is \(2, 1, 1\)"):
         build_trainer(config, tmp_path / "run")
+
+
+def test_init_generator_starts_from_a_model_file(tmp_path):
+    """train.init_generator copies a model file's weights into the generator; a different network is refused."""
+    config = sr_config(tmp_path)
+    run_dir = tmp_path / "run"
+    build_trainer(config, run_dir).fit()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.to_dict()))
+    model_path = export_run(run_dir, tmp_path / "start.safetensors", name="start")
+    saved, _ = load_model_files(model_path)
+
+    config.train.init_generator = str(model_path)
+    fresh = build_trainer(config, tmp_path / "run2")
+    for name, tensor in saved.state_dict().items():
+        assert torch.equal(fresh.generator.state_dict()[name], tensor), name
+        assert torch.equal(fresh.ema.average.state_dict()[name], tensor), name
+
+    other = sr_config(tmp_path / "other", ["generator.kwargs={scale: [4, 1, 1], channels: 6, growth_rate: 2, "
+                                           "n_blocks: 1, n_units: 1}"]) if (tmp_path / "other").mkdir() is None \
+        else None
+    other.train.init_generator = str(model_path)
+    with pytest.raises(ValueError, match=r"init_generator: model .* is \{'name': 'mdcsrn-3d'.*channels': 4"):
+        build_trainer(other, tmp_path / "run3")
+    other.train.init_generator = str(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="init_generator: .*missing"):
+        build_trainer(other, tmp_path / "run4")
+
+
+def test_init_generator_path_is_relative_to_the_config(tmp_path):
+    (tmp_path / "configs").mkdir()
+    path = tmp_path / "configs" / "sr.yaml"
+    header = "task: mri-sr\ndata:\n  volumes: [train]\n"
+    path.write_text(header + "train:\n  init_generator: ../models/start.safetensors\n")
+    assert load_config(path).train.init_generator == str(tmp_path / "configs" / ".." / "models" / "start.safetensors")
+    path.write_text(header + "train:\n  init_generator: mri-sr-default\n")
+    assert load_config(path).train.init_generator == "mri-sr-default"

@@ -11,6 +11,7 @@ import torch
 from medgan.config import Config, DataConfig
 from medgan.inference.restorer import resolve_device, volume_to_tensor
 from medgan.io import Volume
+from medgan.models.files import load_model_files
 from medgan.networks import build_network
 from medgan.tasks import Task, get_task
 from medgan.training import distributed
@@ -127,6 +128,8 @@ def build_trainer(config: Config, run_dir: Path, *, resume: bool = False) -> GAN
             raise ValueError(f"{key}: {error}") from error
     generator, critic = networks["generator"], networks["critic"]
     _check_generator_scale(generator, task)
+    if config.train.init_generator and not resume:
+        _load_initial_generator(generator, config)
 
     train_entries, validation_entries, split = split_entries(config, list_training_entries(config.data),
                                                              Path(run_dir), resume)
@@ -141,6 +144,29 @@ def build_trainer(config: Config, run_dir: Path, *, resume: bool = False) -> GAN
     trainer = GANTrainer(config, generator, critic, sampler, validation, task.intensity, run_dir, device)
     trainer.split = split
     return trainer
+
+
+def _load_initial_generator(generator: torch.nn.Module, config: Config) -> None:
+    """Copy the weights of the model file ``train.init_generator`` into ``generator`` (fine-tuning).
+
+    The model's card must describe the same network as ``config.generator`` and the same task, so that no weight
+    is silently dropped or reinterpreted.
+    """
+    reference = config.train.init_generator
+    try:
+        network, card = load_model_files(reference)
+    except (FileNotFoundError, ValueError) as error:
+        raise ValueError(f"train.init_generator: {error}") from error
+    spec = {"name": config.generator.name, "kwargs": dict(config.generator.kwargs)}
+    model_spec = {"name": card.network.get("name"), "kwargs": dict(card.network.get("kwargs", {}))}
+    if model_spec != spec:
+        raise ValueError(f"train.init_generator: model {reference!r} is {model_spec}, but the config's generator "
+                         f"is {spec}; set generator.name and generator.kwargs to the model's.")
+    if card.task != config.task:
+        raise ValueError(f"train.init_generator: model {reference!r} was trained for task {card.task!r}, not "
+                         f"{config.task!r}.")
+    generator.load_state_dict(network.state_dict())
+    logger.info("Generator starts from model %s (%s)", reference, card.name or card.network.get("name"))
 
 
 def _check_generator_scale(generator: torch.nn.Module, task: Task) -> None:
