@@ -9,14 +9,23 @@ Sources (installed from PyPI, nothing is downloaded at run time):
 - pydicom-data 1.0.0 (MIT): explicit_VR-UN.dcm (abdomen, PANCREAS_0001), bad_sequence.dcm (Siemens, spine),
   693_UNCI.dcm (head, CQ500-CT-310).
 - pydicom's test files (MIT): CT_small.dcm is NOT used here; it is the held-out test case.
+- With ``--invesalius Cranium.inv3``: one real contiguous CT volume, added to the training folder as it is.
+  ``Cranium.inv3`` is the example project of the Debian package invesalius-examples (GPL-2; get it with
+  ``apt-get download invesalius-examples && dpkg -x invesalius-examples_*.deb invesalius``, then
+  ``invesalius/usr/share/doc/invesalius-examples/examples/Cranium.inv3``). It holds "ProMED CT 0051", a head CT
+  of 108 axial slices of 256 x 256 pixels, 0.957 mm pixels and 1.5 mm slices, in HU, as a gzipped tar with a
+  property list (``main.plist``) and the raw int16 voxels (``matrix.dat``). The project does not record the
+  patient axes, so the affine is a plain scaling; training needs the slice axis and the pixel size only.
 
-Usage: python scripts/prepare_ldct_data.py OUTDIR [--depth 24] [--seed 0]
+Usage: python scripts/prepare_ldct_data.py OUTDIR [--depth 24] [--seed 0] [--invesalius Cranium.inv3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import plistlib
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +120,29 @@ def make_volume(name: str, depth: int, generator: torch.Generator, downsample: i
     return Volume(array=array, affine=affine, modality="CT", metadata={"format": "nifti"})
 
 
+def read_invesalius_project(path: Path) -> Volume:
+    """Read the CT volume of an InVesalius 3 project (``.inv3``): ``main.plist`` plus int16 ``matrix.dat``."""
+    with tarfile.open(path) as archive:
+        members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
+        if "main.plist" not in members:
+            raise SystemExit(f"{path} is not an InVesalius project: it has no main.plist.")
+        info = plistlib.loads(archive.extractfile(members["main.plist"]).read())
+        matrix = info.get("matrix", {})
+        if info.get("modality") != "CT" or matrix.get("dtype") != "int16" or matrix.get("filename") not in members:
+            raise SystemExit(f"{path}: expected a CT project with an int16 matrix, got modality "
+                             f"{info.get('modality')!r} and matrix {matrix!r}.")
+        raw = archive.extractfile(members[matrix["filename"]]).read()
+    shape = tuple(int(n) for n in matrix["shape"])  # (slices, rows, columns)
+    if len(raw) != 2 * int(np.prod(shape)):
+        raise SystemExit(f"{path}: {matrix['filename']} has {len(raw)} bytes, not the {2 * int(np.prod(shape))} "
+                         f"of int16 voxels of shape {shape}.")
+    stack = np.frombuffer(raw, dtype="<i2").reshape(shape).astype(np.float32)
+    spacing_x, spacing_y, spacing_z = (float(s) for s in info["spacing"])
+    array = np.ascontiguousarray(np.transpose(np.maximum(stack, AIR_HU), (2, 1, 0)))  # (i, j, k) = (x, y, z)
+    affine = np.diag([spacing_x, spacing_y, spacing_z, 1.0])
+    return Volume(array=array, affine=affine, modality="CT", metadata={"format": "nifti"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", type=Path)
@@ -122,7 +154,12 @@ def main() -> None:
     parser.add_argument("--pixel-mm", type=float, default=None,
                         help="instead of --downsample, average each training slice in blocks of the size that brings "
                              "its pixels nearest this size in mm (at least 1 pixel)")
+    parser.add_argument("--invesalius", type=Path, default=None, metavar="INV3",
+                        help="Cranium.inv3 of the Debian package invesalius-examples: add its real CT volume to the "
+                             "training folder")
     arguments = parser.parse_args()
+    if arguments.invesalius is not None and not arguments.invesalius.is_file():
+        raise SystemExit(f"--invesalius: {arguments.invesalius} not found.")
     generator = torch.Generator().manual_seed(arguments.seed)
     for folder, sources, depth, downsample, pixel_mm in (
         ("train", TRAIN_SOURCES, arguments.depth, arguments.downsample, arguments.pixel_mm),
@@ -134,6 +171,11 @@ def main() -> None:
             path = arguments.outdir / folder / (Path(name).stem + ".nii.gz")
             write_volume(volume, path, overwrite=True)
             print(f"{path}: {volume!r}")
+    if arguments.invesalius is not None:
+        volume = read_invesalius_project(arguments.invesalius)
+        path = arguments.outdir / "train" / "invesalius_cranium.nii.gz"
+        write_volume(volume, path, overwrite=True)
+        print(f"{path}: {volume!r}")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,24 @@ written block-averaged to 2 mm, so the network also learns anatomy at the voxel 
 
 Writes ``OUTDIR/train/mni152_t1_k000-123.nii.gz`` and ``OUTDIR/validation/mni152_t1_k132-188.nii.gz``.
 
-Usage: python scripts/prepare_mri_data.py [OUTDIR] [--overwrite]   (OUTDIR defaults to work/mri-data)
+With ``--brainbrowser TARBALL``, two real single-subject T1 scans are added to the training folder:
+``examples/models/structural1`` and ``structural2`` of the npm package brainbrowser 2.3.0 (MINC volumes stored
+as raw bytes plus a JSON header, 160 x 224 x 256 voxels of 1 mm, AGPL-3.0; get the tarball with
+``npm pack brainbrowser@2.3.0``). They are used for training only and never committed. Each scan is written
+three times, with each of its anatomical axes in turn as the volume's k axis (the axis that training makes
+thick), so that the network sees axial, coronal and sagittal slice stacks. Permuting the voxel axes permutes
+the affine's columns with them, so every voxel keeps its world position.
+
+Usage: python scripts/prepare_mri_data.py [OUTDIR] [--overwrite] [--brainbrowser brainbrowser-2.3.0.tgz]
+(OUTDIR defaults to work/mri-data)
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +59,62 @@ def block_average(volume: Volume, factor: int) -> Volume:
     return Volume(averaged.astype(np.float32), volume.affine @ to_old_voxels, volume.modality)
 
 
+BRAINBROWSER_SCANS = ("structural1", "structural2")
+BRAINBROWSER_FOLDER = "package/examples/models"
+MINC_AXES = ("xspace", "yspace", "zspace")
+
+
+def read_brainbrowser_scan(tarball: Path, name: str) -> Volume:
+    """Read one of brainbrowser's MINC examples: ``NAME.mnc.header.gz`` (JSON) and ``NAME.mnc.raw.gz`` (uint8).
+
+    The header lists the dimensions from slowest to fastest in ``order``; each has a start, a step and direction
+    cosines, so world = sum over x, y, z of (start + step * index) * cosines.
+    """
+    with tarfile.open(tarball) as archive:
+        def member(suffix: str) -> bytes:
+            handle = archive.extractfile(f"{BRAINBROWSER_FOLDER}/{name}.mnc.{suffix}.gz")
+            if handle is None:
+                raise SystemExit(f"{tarball} has no {name}.mnc.{suffix}.gz; pass the tarball of brainbrowser 2.3.0.")
+            return gzip.decompress(handle.read())
+        header = json.loads(member("header"))
+        raw = member("raw")
+    order = header["order"]
+    shape = [int(header[axis]["space_length"]) for axis in order]
+    if sorted(order) != sorted(MINC_AXES) or len(raw) != int(np.prod(shape)):
+        raise SystemExit(f"{name} in {tarball}: unexpected header {order} or {len(raw)} bytes for shape {shape}.")
+    array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+    array = np.transpose(array, [order.index(axis) for axis in MINC_AXES])
+    affine = np.eye(4)
+    for column, axis in enumerate(MINC_AXES):
+        cosines = np.asarray(header[axis]["direction_cosines"], dtype=np.float64)
+        affine[:3, column] = cosines * float(header[axis]["step"])
+        affine[:3, 3] += cosines * float(header[axis]["start"])
+    return Volume(np.ascontiguousarray(array, dtype=np.float32), affine, "MR")
+
+
+def with_k_axis(volume: Volume, axis: int) -> Volume:
+    """Return ``volume`` with voxel axis ``axis`` moved to k; the affine's columns move with the voxels."""
+    order = [a for a in range(3) if a != axis] + [axis]
+    affine = volume.affine.copy()
+    affine[:3, :3] = volume.affine[:3, order]
+    return Volume(np.ascontiguousarray(np.transpose(volume.array, order)), affine, volume.modality)
+
+
+def write_brainbrowser_scans(tarball: Path, outdir: Path, overwrite: bool) -> None:
+    for name in BRAINBROWSER_SCANS:
+        scan = read_brainbrowser_scan(tarball, name)
+        for axis in range(3):
+            path = outdir / "train" / f"brainbrowser_{name}_k{'ijk'[axis]}.nii.gz"
+            write_volume(with_k_axis(scan, axis), path, overwrite=overwrite)
+            print(f"Wrote {path}: original axis {'ijk'[axis]} as k")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", nargs="?", type=Path, default=Path("work/mri-data"))
     parser.add_argument("--overwrite", action="store_true", help="Replace volumes that already exist.")
+    parser.add_argument("--brainbrowser", type=Path, default=None, metavar="TARBALL",
+                        help="brainbrowser-2.3.0.tgz (npm pack brainbrowser@2.3.0): add its two real T1 scans.")
     arguments = parser.parse_args()
 
     from nilearn.datasets import load_mni152_template
@@ -70,6 +134,10 @@ def main() -> None:
             coarse_path = path.with_name(path.name.replace(".nii.gz", "_2mm.nii.gz"))
             write_volume(coarse, coarse_path, overwrite=arguments.overwrite)
             print(f"Wrote {coarse_path}: {coarse.shape} voxels of {coarse.spacing_mm} mm")
+    if arguments.brainbrowser is not None:
+        if not arguments.brainbrowser.is_file():
+            raise SystemExit(f"--brainbrowser: {arguments.brainbrowser} not found; run npm pack brainbrowser@2.3.0.")
+        write_brainbrowser_scans(arguments.brainbrowser, arguments.outdir, arguments.overwrite)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,18 @@ Writes, deterministically, with no downloads:
 
 A super-resolution output of factor 4 along k has 24 slices, each on the grid of ``reference_2mm.nii.gz``.
 
-Usage: python scripts/prepare_mri_samples.py [--overwrite] [--eval-dir work/mri-eval]
+With ``--colin27 ch2.nii.gz``, a second held-out pair is made instead, at the scale the ``mri-sr`` task is meant for, 1 mm
+slices from 4 mm ones. Source: ``ch2.nii.gz`` of the Debian package mricron-data (BSD-3-clause, in
+``/usr/share/mricron/templates/``), the Colin27 brain: one person's T1 scanned 27 times and averaged, 181 x 217 x
+181 voxels of 1 mm in MNI space, stored as 8-bit integers. It is a real single-subject scan, never used in
+training or in any choice of settings. Get it without installing the package:
+``apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron``. Writes:
+
+- ``work/mri-eval/colin27_reference_1mm.nii.gz``: the first 180 slices along k (axial), the ones that the 45
+  thick slices cover.
+- ``work/mri-eval/colin27_thick_4mm.nii.gz``: the scan averaged along k into contiguous 4 mm boxcar slices.
+
+Usage: python scripts/prepare_mri_samples.py [--overwrite] [--eval-dir work/mri-eval] [--colin27 PATH]
 """
 
 from __future__ import annotations
@@ -53,9 +64,23 @@ def read_source() -> Volume:
     return volume
 
 
-def thick_slice_pair(volume: Volume) -> tuple[Volume, Volume]:
+def read_colin27(path: Path) -> Volume:
+    """Read Colin27's ``ch2.nii.gz`` and check that it is the 1 mm file of mricron-data."""
+    if not path.is_file():
+        raise SystemExit(f"--colin27: {path} not found. Get it with: apt-get download mricron-data && dpkg -x "
+                         "mricron-data_*.deb mricron (then mricron/usr/share/mricron/templates/ch2.nii.gz).")
+    volume = read_volume(path)
+    if volume.shape != (181, 217, 181) or not np.allclose(volume.spacing_mm, (1.0, 1.0, 1.0)):
+        raise SystemExit(f"{path} has shape {volume.shape} and spacing {volume.spacing_mm} mm, not the expected "
+                         "181 x 217 x 181 voxels of 1 mm of mricron-data's ch2.nii.gz.")
+    volume.array = volume.array.astype(np.float32)
+    volume.modality = "MR"
+    return volume
+
+
+def thick_slice_pair(volume: Volume, slice_thickness_mm: float = SLICE_THICKNESS_MM) -> tuple[Volume, Volume]:
     """Return ``(reference, thick)``: the slices that the thick slices cover, and the thick-slice volume."""
-    transform = ThickSliceMRI(SLICE_THICKNESS_MM, slice_axis=2, profile="boxcar")
+    transform = ThickSliceMRI(slice_thickness_mm, slice_axis=2, profile="boxcar")
     thick_array = transform(torch.from_numpy(volume.array.astype(np.float64)), spacing_mm=volume.spacing_mm)
     thick_affine = transform.output_affine(volume.affine, volume.shape[2])
     n_thick = int(thick_array.shape[2])
@@ -73,7 +98,17 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
     parser.add_argument("--eval-dir", type=Path, default=ROOT / "work" / "mri-eval",
                         help="Folder for the evaluation pair (default: work/mri-eval).")
+    parser.add_argument("--colin27", type=Path, default=None, metavar="PATH",
+                        help="mricron-data's ch2.nii.gz: also write the 1 mm / 4 mm Colin27 pair.")
     arguments = parser.parse_args()
+
+    if arguments.colin27 is not None:
+        reference, thick = thick_slice_pair(read_colin27(arguments.colin27), slice_thickness_mm=4.0)
+        arguments.eval_dir.mkdir(parents=True, exist_ok=True)
+        for volume, name in ((reference, "colin27_reference_1mm.nii.gz"), (thick, "colin27_thick_4mm.nii.gz")):
+            write_volume(volume, arguments.eval_dir / name, overwrite=arguments.overwrite)
+            print(f"Wrote {arguments.eval_dir / name}: shape {volume.shape}")
+        return
 
     reference, thick = thick_slice_pair(read_source())
     arguments.eval_dir.mkdir(parents=True, exist_ok=True)
