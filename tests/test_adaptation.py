@@ -192,6 +192,25 @@ def test_adapt_sr_three_steps():
     assert not adapted.training
 
 
+def test_adapt_sr_pairs_from_prior_have_fine_slice_axis():
+    """With a prior on the fine grid, the in-plane pairs take its k axis: 4 times longer, not the thick one."""
+    volume = thick_slice_volume(brain_like())
+    fine_shape = (*volume.shape[:2], 4 * volume.shape[2])
+    prior = np.repeat(volume.array, 4, axis=2)
+    arguments = dict(task_intensity=get_task("mri-sr").intensity, minutes=5.0, max_steps=1, patch_size=(2, 8, 4),
+                     batch_size=1)
+
+    _, record = adapt_super_resolution(TinySuperResolution(), volume, prior=prior, **arguments)
+    _, plain = adapt_super_resolution(TinySuperResolution(), volume, **arguments)
+
+    assert record["pairs_from"] == "network output on the fine grid"
+    assert plain["pairs_from"] == "thick-slice scan"
+    assert [pair["coarse_shape"][2] for pair in record["pairs"]] == [fine_shape[2]] * 2
+    assert [pair["coarse_shape"][2] for pair in plain["pairs"]] == [volume.shape[2]] * 2
+    with pytest.raises(ValueError, match=r"prior must be an array of shape \(.*\) \(the scan's fine grid\)"):
+        adapt_super_resolution(TinySuperResolution(), volume, prior=volume.array, **arguments)
+
+
 def test_adapt_sr_deterministic_for_seed():
     volume = thick_slice_volume(brain_like())
     network = TinySuperResolution()

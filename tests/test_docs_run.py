@@ -51,7 +51,7 @@ job):
 - ``medgan.training.build_trainer`` is wrapped so a run trains at most ``TRAIN_MAX_STEPS`` steps, whatever
   ``--set train.steps=N`` requests. A ``--resume`` run trains ``RESUME_EXTRA_STEPS`` past its checkpoint, because
   the capped run it continues has already finished.
-- ``medgan.adaptation.adapt_denoiser`` and ``adapt_super_resolution`` are wrapped to stop after
+- ``medgan.adaptation.adapt_denoiser``, ``adapt_super_resolution`` and ``refine_super_resolution`` are wrapped to stop after
   ``ADAPT_MAX_STEPS`` steps, whatever ``--adapt-minutes`` requests. The sidecar must record that stop.
 - ``python scripts/bench_infer.py --shape 64 192 192`` took 60 s, so it runs with ``--shape 16 64 64``, and
   ``python scripts/probe_smore_2d.py ... --minutes 10`` runs with ``--minutes 0.02``.
@@ -124,8 +124,8 @@ NOT_COMMANDS = {
         "training/     GANTrainer, patch samplers (CT noise simulation, thick-slice MRI), paired manifests and",
         "|           paired-folders discovery, patient split, run logging (CSV, TensorBoard, run.log), checkpoints,",
         "|           export, perceptual autoencoder pre-training",
-        "adaptation/   self-supervised fine-tuning of a model on the scan itself (in-plane pairs for thick-slice MRI,",
-        "|           extra simulated noise for CT)",
+        "adaptation/   self-supervised adaptation to the scan itself: a 2D refiner or fine-tuning from in-plane pairs",
+        "|           for thick-slice MRI, fine-tuning on extra simulated noise for CT",
         "inference/    Restorer (model + intensity mapping + sliding window -> Volume on the output grid), sliding",
         "|           window engine (output scale, blending, precision, stitch device), output-grid affines, cohorts",
         "evaluation/   protocols, metrics (PSNR, 3D SSIM, RMSE, MAE, bias/noise in uniform regions), classical",
@@ -170,6 +170,26 @@ NOT_COMMANDS = {
         "L067/quarter_1mm/*.dcm      root/L096/*.CT.QD.*.IMA",
     ],
 }
+
+# Lines that need real volumes from a Debian or npm package, by doc file. The suite runs offline and downloads
+# nothing, so it lists these lines instead of running them; scripts/train_default_models.sh runs them.
+EXTERNAL_DATA_LINES: dict[str, list[str]] = {
+    "docs/adaptation.md": [
+        "medgan infer --task mri-sr work/mri-eval/colin27_thick_4mm.nii.gz -o colin27_adapted.nii.gz --adapt "
+        "--adapt-minutes 10",
+        "medgan evaluate --reference work/mri-eval/colin27_reference_1mm.nii.gz --candidate colin27_adapted.nii.gz "
+        "--input work/mri-eval/colin27_thick_4mm.nii.gz --protocol mri-brain -o eval-colin27-adapted",
+        "python scripts/probe_smore_2d.py work/mri-eval/colin27_thick_4mm.nii.gz "
+        "work/mri-eval/colin27_reference_1mm.nii.gz --minutes 10",
+    ],
+    "docs/models.md": [
+        "apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron",
+        "python scripts/prepare_mri_samples.py --colin27 mricron/usr/share/mricron/templates/ch2.nii.gz",
+        "medgan evaluate --model mri-sr-default --pairs configs/eval/mri-sr-colin27.csv --protocol mri-brain "
+        "--baselines linear,bspline -o docs/evaluation/mri-sr-default-mri-sr-colin27",
+    ],
+}
+EXTERNAL_SOURCES = ("apt-get download", "dpkg -x", "npm pack", "--brainbrowser", "--invesalius", "colin27")
 
 # Documented arguments replaced by smaller values of the same options, with the reason.
 SMALLER_ARGUMENTS = {
@@ -247,7 +267,7 @@ def plan_doc(path: Path) -> tuple[list[DocLine], list[str]]:
     doc = str(path.relative_to(REPO))
     planned, unplanned = [], []
     for line, text in shell_lines(path):
-        if text in NOT_COMMANDS.get(doc, []):
+        if text in NOT_COMMANDS.get(doc, []) or text in EXTERNAL_DATA_LINES.get(doc, []):
             planned.append(DocLine(doc, line, text, ()))
             continue
         try:
@@ -277,12 +297,12 @@ def test_every_shell_line_run_or_excluded():
 
 def test_excluded_lines_exist_in_docs():
     doc_texts = {doc: {doc_line.text for doc_line in planned} for doc, (planned, _) in PLANS.items()}
-    stale = [f"{doc}: {text!r}" for doc, texts in NOT_COMMANDS.items() for text in texts
-             if text not in doc_texts.get(doc, set())]
+    stale = [f"{doc}: {text!r}" for listing in (NOT_COMMANDS, EXTERNAL_DATA_LINES) for doc, texts in listing.items()
+             for text in texts if text not in doc_texts.get(doc, set())]
     segments = {" ".join(step.words) for planned, _ in PLANS.values() for doc_line in planned
                 for step in doc_line.steps if step.kind == "setup"}
 
-    assert not stale, "NOT_COMMANDS entries no doc shows:\n" + "\n".join(stale)
+    assert not stale, "NOT_COMMANDS or EXTERNAL_DATA_LINES entries no doc shows:\n" + "\n".join(stale)
     assert segments == set(SETUP_SEGMENTS)
 
 
@@ -291,6 +311,13 @@ def test_excluded_lines_hold_no_command():
                 if MEDGAN_WORD.search(text) or text.split()[0] in ("python", "python3", "torchrun", "pip", "nice")]
 
     assert not commands
+
+
+def test_external_data_lines_need_external_data():
+    unrelated = [f"{doc}: {text!r}" for doc, texts in EXTERNAL_DATA_LINES.items() for text in texts
+                 if not any(source in text for source in EXTERNAL_SOURCES)]
+
+    assert not unrelated, "EXTERNAL_DATA_LINES entries that name no Debian or npm data:\n" + "\n".join(unrelated)
 
 
 def test_unknown_shell_line_reported(tmp_path, monkeypatch):
@@ -598,7 +625,7 @@ def step_caps(monkeypatch):
         return build_trainer(config, run_dir, resume=resume)
 
     monkeypatch.setattr(medgan.training, "build_trainer", capped_build_trainer)
-    for name in ("adapt_denoiser", "adapt_super_resolution"):
+    for name in ("adapt_denoiser", "adapt_super_resolution", "refine_super_resolution"):
         adapt = getattr(medgan.adaptation, name)
         monkeypatch.setattr(medgan.adaptation, name, functools.partial(adapt, max_steps=ADAPT_MAX_STEPS))
 

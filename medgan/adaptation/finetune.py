@@ -166,6 +166,7 @@ def adapt_super_resolution(
     slice_profile: str = "boxcar",
     profile_fwhm_mm: float | None = None,
     device: str | torch.device = "cpu",
+    prior: np.ndarray | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Fine-tune a copy of a super-resolution network on in-plane pairs made from the thick-slice scan itself.
 
@@ -192,6 +193,11 @@ def adapt_super_resolution(
         slice_profile: ``"boxcar"`` or ``"gaussian"``, the scan's slice profile.
         profile_fwhm_mm: FWHM of the Gaussian slice profile; default: the slice thickness.
         device: where to fine-tune. Runs are reproducible for a seed on the CPU only.
+        prior: an estimate of the scan on the fine grid, ``(i, j, slice_axis_scale * k)`` in the scan's units,
+            usually the network's own output. The in-plane pairs are then cut from it instead of the scan, so
+            their W axis (k) has the fine spacing that the network's H and W axes have at inference; from the
+            thick scan, W would be ``slice_axis_scale`` times coarser. Their D axis still holds the scan's own
+            voxels as targets.
 
     Returns:
         ``(adapted, record)``: the adapted copy in eval mode, and a JSON-compatible record of the run (steps,
@@ -215,7 +221,14 @@ def adapt_super_resolution(
                          f"{scale} needs ({scale}, 1, 1).")
 
     intensity = task_intensity.for_volume(volume.array)
-    array = intensity.forward(volume.array.astype(np.float32))
+    source = volume.array
+    if prior is not None:
+        expected = (*volume.shape[:2], scale * volume.shape[2])
+        if not isinstance(prior, np.ndarray) or prior.shape != expected:
+            raise ValueError(f"prior must be an array of shape {expected} (the scan's fine grid), got "
+                             f"{getattr(prior, 'shape', type(prior).__name__)}.")
+        source = prior
+    array = intensity.forward(source.astype(np.float32))
     pairs = [
         in_plane_pair(array, volume.spacing_mm, axis, scale=scale, slice_thickness_mm=slice_thickness_mm,
                       profile=slice_profile, profile_fwhm_mm=profile_fwhm_mm)
@@ -229,6 +242,7 @@ def adapt_super_resolution(
                                  seed=int(seed), device=torch.device(device))
     record = {
         "method": "in-plane self-supervision (SMORE)",
+        "pairs_from": "network output on the fine grid" if prior is not None else "thick-slice scan",
         **record,
         "patch_size": list(sampler.patch_size),
         "target_patch_size": [scale * sampler.patch_size[0], *sampler.patch_size[1:]],

@@ -133,9 +133,10 @@ class RestoreSettings:
               help="PNG of the middle slices: input | output | difference. Default: OUTPUT's name with _preview.png.")
 @click.option("--no-preview", is_flag=True, default=False, help="Do not write the PNG preview.")
 @click.option("--adapt", is_flag=True, default=False,
-              help="Fine-tune a copy of the model on the scan itself before restoring it: thick-slice MRI learns from "
-                   "its own in-plane axes degraded like the slice axis, CT from extra noise simulated on its own "
-                   "content. The sidecar records what was done.")
+              help="Adapt the model to the scan itself before restoring it: for thick-slice MRI a 2D network learns, "
+                   "from the scan's own in-plane axes degraded like the slice axis, to refine the model's output; "
+                   "a CT model is fine-tuned on extra noise simulated on the scan's own content. The sidecar "
+                   "records what was done.")
 @click.option("--adapt-minutes", type=click.FloatRange(min=0.05, max=120.0), default=5.0, show_default=True,
               help="Wall-clock budget of --adapt, in minutes.")
 @click.option("--data-consistency/--no-data-consistency", default=True, show_default=True,
@@ -409,7 +410,7 @@ def _remove_created(paths: list[Path], existed: dict[Path, bool]) -> None:
 
 def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
     """Fine-tune a copy of the restorer's network on ``volume``; return a restorer around it and the record."""
-    from medgan.adaptation import adapt_denoiser, adapt_super_resolution
+    from medgan.adaptation import adapt_denoiser, refine_super_resolution
     from medgan.cli.errors import InvalidInput
     from medgan.inference.restorer import Restorer
     from medgan.models.files import network_weights_sha256
@@ -422,9 +423,9 @@ def _adapt(scan: Path, volume, restorer, settings: RestoreSettings):
                 settings.adapt_minutes)
     try:
         if (scale_i, scale_j) == (1, 1) and scale_k > 1:
-            adapted, record = adapt_super_resolution(restorer.network, volume, task_intensity=intensity,
-                                                     slice_axis_scale=scale_k, minutes=settings.adapt_minutes,
-                                                     device=restorer.device)
+            adapted, record = refine_super_resolution(restorer.network, volume, task_intensity=intensity,
+                                                      slice_axis_scale=scale_k, minutes=settings.adapt_minutes,
+                                                      device=restorer.device)
         elif (scale_i, scale_j, scale_k) == (1, 1, 1) and card.task == "ldct":
             adapted, record = adapt_denoiser(restorer.network, volume, task_intensity=intensity,
                                              minutes=settings.adapt_minutes, device=restorer.device)

@@ -47,12 +47,15 @@ def has_conv3d(network: object) -> bool:
 def prefers_channels_last(network: object, device: torch.device) -> bool:
     """Return whether to run ``network`` on ``device`` in ``torch.channels_last_3d`` memory format.
 
-    On CPU it is chosen for networks with 3D convolutions. oneDNN ran them 1.4 to 1.9 times faster in
+    On CPU it is chosen for networks with 3D convolutions and no 2D ones (a 2D weight cannot take the 3D
+    format, as in `medgan.adaptation.refine.RefinedSuperResolution`). oneDNN ran them 1.4 to 1.9 times faster in
     channels-last on the shipped ldct-default network (windows of 17 x 64 x 64 voxels, batches of 1 and 4,
     torch 2.13 on a 2-core x86_64 CPU). ``scripts/bench_infer.py`` measures it again.
     """
     # NOTE: on CUDA channels-last has not been measured for these networks, so it stays off there.
-    return device.type == "cpu" and has_conv3d(network)
+    has_conv2d = isinstance(network, torch.nn.Module) and any(
+        isinstance(module, torch.nn.Conv2d) for module in network.modules())
+    return device.type == "cpu" and has_conv3d(network) and not has_conv2d
 
 
 class CompiledNetwork:
