@@ -122,16 +122,20 @@ def make_volume(name: str, depth: int, generator: torch.Generator, downsample: i
 
 def read_invesalius_project(path: Path) -> Volume:
     """Read the CT volume of an InVesalius 3 project (``.inv3``): ``main.plist`` plus int16 ``matrix.dat``."""
-    with tarfile.open(path) as archive:
-        members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
-        if "main.plist" not in members:
-            raise SystemExit(f"{path} is not an InVesalius project: it has no main.plist.")
-        info = plistlib.loads(archive.extractfile(members["main.plist"]).read())
-        matrix = info.get("matrix", {})
-        if info.get("modality") != "CT" or matrix.get("dtype") != "int16" or matrix.get("filename") not in members:
-            raise SystemExit(f"{path}: expected a CT project with an int16 matrix, got modality "
-                             f"{info.get('modality')!r} and matrix {matrix!r}.")
-        raw = archive.extractfile(members[matrix["filename"]]).read()
+    try:
+        with tarfile.open(path) as archive:
+            members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
+            if "main.plist" not in members:
+                raise SystemExit(f"{path} is not an InVesalius project: it has no main.plist.")
+            info = plistlib.loads(archive.extractfile(members["main.plist"]).read())
+            matrix = info.get("matrix", {})
+            if info.get("modality") != "CT" or matrix.get("dtype") != "int16" or matrix.get("filename") not in members:
+                raise SystemExit(f"{path}: expected a CT project with an int16 matrix, got modality "
+                                 f"{info.get('modality')!r} and matrix {matrix!r}.")
+            raw = archive.extractfile(members[matrix["filename"]]).read()
+    except (tarfile.TarError, plistlib.InvalidFileException, OSError) as error:
+        raise SystemExit(f"{path} is not a readable InVesalius project (.inv3, a gzipped tar): {error}. Pass "
+                         "Cranium.inv3 of the Debian package invesalius-examples.") from None
     shape = tuple(int(n) for n in matrix["shape"])  # (slices, rows, columns)
     if len(raw) != 2 * int(np.prod(shape)):
         raise SystemExit(f"{path}: {matrix['filename']} has {len(raw)} bytes, not the {2 * int(np.prod(shape))} "
@@ -158,8 +162,11 @@ def main() -> None:
                         help="Cranium.inv3 of the Debian package invesalius-examples: add its real CT volume to the "
                              "training folder")
     arguments = parser.parse_args()
-    if arguments.invesalius is not None and not arguments.invesalius.is_file():
-        raise SystemExit(f"--invesalius: {arguments.invesalius} not found.")
+    cranium = None
+    if arguments.invesalius is not None:
+        if not arguments.invesalius.is_file():
+            raise SystemExit(f"--invesalius: {arguments.invesalius} not found.")
+        cranium = read_invesalius_project(arguments.invesalius)  # read first, so a bad file leaves nothing written
     generator = torch.Generator().manual_seed(arguments.seed)
     for folder, sources, depth, downsample, pixel_mm in (
         ("train", TRAIN_SOURCES, arguments.depth, arguments.downsample, arguments.pixel_mm),
@@ -171,11 +178,10 @@ def main() -> None:
             path = arguments.outdir / folder / (Path(name).stem + ".nii.gz")
             write_volume(volume, path, overwrite=True)
             print(f"{path}: {volume!r}")
-    if arguments.invesalius is not None:
-        volume = read_invesalius_project(arguments.invesalius)
+    if cranium is not None:
         path = arguments.outdir / "train" / "invesalius_cranium.nii.gz"
-        write_volume(volume, path, overwrite=True)
-        print(f"{path}: {volume!r}")
+        write_volume(cranium, path, overwrite=True)
+        print(f"{path}: {cranium!r}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ import nibabel
 import numpy as np
 import torch
 
-from medgan.io import Volume, read_volume, write_volume
+from medgan.io import Volume, VolumeReadError, read_volume, write_volume
 from medgan.transforms import ThickSliceMRI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,7 +69,10 @@ def read_colin27(path: Path) -> Volume:
     if not path.is_file():
         raise SystemExit(f"--colin27: {path} not found. Get it with: apt-get download mricron-data && dpkg -x "
                          "mricron-data_*.deb mricron (then mricron/usr/share/mricron/templates/ch2.nii.gz).")
-    volume = read_volume(path)
+    try:
+        volume = read_volume(path)
+    except VolumeReadError as error:
+        raise SystemExit(f"--colin27: {error}") from None
     if volume.shape != (181, 217, 181) or not np.allclose(volume.spacing_mm, (1.0, 1.0, 1.0)):
         raise SystemExit(f"{path} has shape {volume.shape} and spacing {volume.spacing_mm} mm, not the expected "
                          "181 x 217 x 181 voxels of 1 mm of mricron-data's ch2.nii.gz.")
