@@ -66,6 +66,19 @@ def _check_common(network: object, volume: object, minutes: object, seed: object
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}.")
 
 
+def _check_sr_arguments(network: torch.nn.Module, task_intensity: object, slice_axis_scale: object) -> int:
+    """Check the intensity mapping and the network's output scale of a super-resolution adaptation; return the scale."""
+    if not isinstance(task_intensity, IntensityMapping):
+        raise TypeError(f"task_intensity must be an IntensityMapping, got {type(task_intensity).__name__}; "
+                        "pass medgan.tasks.get_task('mri-sr').intensity.")
+    scale = _positive_int("slice_axis_scale", slice_axis_scale)
+    output_scale = getattr(network, "output_scale", None)
+    if output_scale is not None and tuple(output_scale) != (scale, 1, 1):
+        raise ValueError(f"The network's output_scale is {tuple(output_scale)} in (D, H, W), but slice_axis_scale "
+                         f"{scale} needs ({scale}, 1, 1).")
+    return scale
+
+
 def loss_curve_summary(losses: list[float], points: int = LOSS_CURVE_POINTS) -> dict[str, Any]:
     """Summarise per-step losses: first, last, minimum and the means of up to ``points`` equal runs of steps."""
     if not losses:
@@ -209,16 +222,9 @@ def adapt_super_resolution(
             output does not have the target's shape.
     """
     _check_common(network, volume, minutes, seed, max_steps, ema_decay)
-    if not isinstance(task_intensity, IntensityMapping):
-        raise TypeError(f"task_intensity must be an IntensityMapping, got {type(task_intensity).__name__}; "
-                        "pass medgan.tasks.get_task('mri-sr').intensity.")
-    scale = _positive_int("slice_axis_scale", slice_axis_scale)
+    scale = _check_sr_arguments(network, task_intensity, slice_axis_scale)
     batch_size = _positive_int("batch_size", batch_size)
     learning_rate = _positive_number("learning_rate", learning_rate)
-    output_scale = getattr(network, "output_scale", None)
-    if output_scale is not None and tuple(output_scale) != (scale, 1, 1):
-        raise ValueError(f"The network's output_scale is {tuple(output_scale)} in (D, H, W), but slice_axis_scale "
-                         f"{scale} needs ({scale}, 1, 1).")
 
     intensity = task_intensity.for_volume(volume.array)
     source = volume.array

@@ -27,7 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from medgan.adaptation.finetune import _check_common, _positive_int, _positive_number, loss_curve_summary
+from medgan.adaptation.finetune import (
+    _check_common,
+    _check_sr_arguments,
+    _positive_int,
+    _positive_number,
+    loss_curve_summary,
+)
 from medgan.adaptation.pairs import FOREGROUND_LEVEL, FOREGROUND_MIN_FRACTION, IN_PLANE_AXES, in_plane_pair
 from medgan.inference.restorer import tensor_to_volume_array, volume_to_tensor
 from medgan.inference.sliding_window import sliding_window_inference
@@ -188,17 +194,10 @@ def refine_super_resolution(
     """
     start = time.monotonic()
     _check_common(network, volume, minutes, seed, max_steps, 0.0)
-    if not isinstance(task_intensity, IntensityMapping):
-        raise TypeError(f"task_intensity must be an IntensityMapping, got {type(task_intensity).__name__}; "
-                        "pass medgan.tasks.get_task('mri-sr').intensity.")
-    scale = _positive_int("slice_axis_scale", slice_axis_scale)
+    scale = _check_sr_arguments(network, task_intensity, slice_axis_scale)
     crop = _positive_int("crop", crop)
     batch_size = _positive_int("batch_size", batch_size)
     learning_rate = _positive_number("learning_rate", learning_rate)
-    output_scale = tuple(getattr(network, "output_scale", (scale, 1, 1)))
-    if output_scale != (scale, 1, 1):
-        raise ValueError(f"The network's output_scale is {output_scale} in (D, H, W), but slice_axis_scale {scale} "
-                         f"needs ({scale}, 1, 1).")
     device = torch.device(device)
     base = copy.deepcopy(network).to(device).eval().requires_grad_(False)
 
