@@ -126,24 +126,32 @@ def read_invesalius_project(path: Path) -> Volume:
         with tarfile.open(path) as archive:
             members = {Path(member.name).name: member for member in archive.getmembers() if member.isfile()}
             if "main.plist" not in members:
-                raise SystemExit(f"{path} is not an InVesalius project: it has no main.plist.")
+                raise ValueError("it has no main.plist")
             info = plistlib.loads(archive.extractfile(members["main.plist"]).read())
-            matrix = info.get("matrix", {})
-            if info.get("modality") != "CT" or matrix.get("dtype") != "int16" or matrix.get("filename") not in members:
-                raise SystemExit(f"{path}: expected a CT project with an int16 matrix, got modality "
-                                 f"{info.get('modality')!r} and matrix {matrix!r}.")
+            matrix = info["matrix"]
+            if info.get("modality") != "CT" or matrix.get("dtype") != "int16":
+                raise ValueError(f"expected a CT project with an int16 matrix, got modality {info.get('modality')!r} "
+                                 f"and matrix dtype {matrix.get('dtype')!r}")
+            if matrix.get("filename") not in members:
+                raise ValueError(f"its matrix file {matrix.get('filename')!r} is missing")
             raw = archive.extractfile(members[matrix["filename"]]).read()
-    except (tarfile.TarError, plistlib.InvalidFileException, OSError) as error:
-        raise SystemExit(f"{path} is not a readable InVesalius project (.inv3, a gzipped tar): {error}. Pass "
-                         "Cranium.inv3 of the Debian package invesalius-examples.") from None
-    shape = tuple(int(n) for n in matrix["shape"])  # (slices, rows, columns)
-    if len(raw) != 2 * int(np.prod(shape)):
-        raise SystemExit(f"{path}: {matrix['filename']} has {len(raw)} bytes, not the {2 * int(np.prod(shape))} "
-                         f"of int16 voxels of shape {shape}.")
+        shape = tuple(int(n) for n in matrix["shape"])  # (slices, rows, columns)
+        spacing_mm = tuple(float(value) for value in info["spacing"])  # (x, y, z)
+        if len(shape) != 3 or min(shape) < 1:
+            raise ValueError(f"matrix shape must be 3 positive sizes, got {shape}")
+        if len(spacing_mm) != 3 or not all(np.isfinite(spacing_mm)) or min(spacing_mm) <= 0:
+            raise ValueError(f"spacing must be 3 positive sizes in mm, got {spacing_mm}")
+        if len(raw) != 2 * int(np.prod(shape)):
+            raise ValueError(f"{matrix['filename']} has {len(raw)} bytes, not the {2 * int(np.prod(shape))} of int16 "
+                             f"voxels of shape {shape}")
+    except (tarfile.TarError, plistlib.InvalidFileException, OSError, EOFError, KeyError, ValueError, TypeError,
+            AttributeError) as error:
+        raise SystemExit(f"{path} is not a readable InVesalius CT project (.inv3, a gzipped tar): "
+                         f"{type(error).__name__}: {error}. Pass Cranium.inv3 of the Debian package "
+                         "invesalius-examples.") from None
     stack = np.frombuffer(raw, dtype="<i2").reshape(shape).astype(np.float32)
-    spacing_x, spacing_y, spacing_z = (float(s) for s in info["spacing"])
     array = np.ascontiguousarray(np.transpose(np.maximum(stack, AIR_HU), (2, 1, 0)))  # (i, j, k) = (x, y, z)
-    affine = np.diag([spacing_x, spacing_y, spacing_z, 1.0])
+    affine = np.diag([*spacing_mm, 1.0])
     return Volume(array=array, affine=affine, modality="CT", metadata={"format": "nifti"})
 
 

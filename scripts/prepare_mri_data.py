@@ -15,7 +15,7 @@ With ``--brainbrowser TARBALL``, two real single-subject T1 scans are added to t
 as raw bytes plus a JSON header, 160 x 224 x 256 voxels of 1 mm, AGPL-3.0; get the tarball with
 ``npm pack brainbrowser@2.3.0``). They are used for training only and never committed. Each scan is written
 three times, with each of its anatomical axes in turn as the volume's k axis (the axis that training makes
-thick), so that the network sees axial, coronal and sagittal slice stacks. Permuting the voxel axes permutes
+thick), so that the network trains on axial, coronal and sagittal slice stacks. Permuting the voxel axes permutes
 the affine's columns with them, so every voxel keeps its world position.
 
 Usage: python scripts/prepare_mri_data.py [OUTDIR] [--overwrite] [--brainbrowser brainbrowser-2.3.0.tgz]
@@ -70,25 +70,30 @@ def read_brainbrowser_scan(tarball: Path, name: str) -> Volume:
     The header lists the dimensions from slowest to fastest in ``order``; each has a start, a step and direction
     cosines, so world = sum over x, y, z of (start + step * index) * cosines.
     """
-    with tarfile.open(tarball) as archive:
-        def member(suffix: str) -> bytes:
-            handle = archive.extractfile(f"{BRAINBROWSER_FOLDER}/{name}.mnc.{suffix}.gz")
-            if handle is None:
-                raise SystemExit(f"{tarball} has no {name}.mnc.{suffix}.gz; pass the tarball of brainbrowser 2.3.0.")
-            return gzip.decompress(handle.read())
-        header = json.loads(member("header"))
-        raw = member("raw")
-    order = header["order"]
-    shape = [int(header[axis]["space_length"]) for axis in order]
-    if sorted(order) != sorted(MINC_AXES) or len(raw) != int(np.prod(shape)):
-        raise SystemExit(f"{name} in {tarball}: unexpected header {order} or {len(raw)} bytes for shape {shape}.")
-    array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
-    array = np.transpose(array, [order.index(axis) for axis in MINC_AXES])
-    affine = np.eye(4)
-    for column, axis in enumerate(MINC_AXES):
-        cosines = np.asarray(header[axis]["direction_cosines"], dtype=np.float64)
-        affine[:3, column] = cosines * float(header[axis]["step"])
-        affine[:3, 3] += cosines * float(header[axis]["start"])
+    try:
+        with tarfile.open(tarball) as archive:
+            def member(suffix: str) -> bytes:
+                return gzip.decompress(archive.extractfile(f"{BRAINBROWSER_FOLDER}/{name}.mnc.{suffix}.gz").read())
+
+            header = json.loads(member("header"))
+            raw = member("raw")
+        order = header["order"]
+        shape = [int(header[axis]["space_length"]) for axis in order]
+        if sorted(order) != sorted(MINC_AXES) or len(raw) != int(np.prod(shape)):
+            raise ValueError(f"unexpected header {order} or {len(raw)} bytes for shape {shape}")
+        array = np.frombuffer(raw, dtype=np.uint8).reshape(shape)
+        array = np.transpose(array, [order.index(axis) for axis in MINC_AXES])
+        affine = np.eye(4)
+        for column, axis in enumerate(MINC_AXES):
+            cosines = np.asarray(header[axis]["direction_cosines"], dtype=np.float64)
+            affine[:3, column] = cosines * float(header[axis]["step"])
+            affine[:3, 3] += cosines * float(header[axis]["start"])
+        if cosines.shape != (3,) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+            raise ValueError(f"direction cosines and steps give a singular affine {affine[:3, :3].tolist()}")
+    except (tarfile.TarError, KeyError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
+        # A missing member raises KeyError, a damaged gzip OSError or EOFError, a bad header the rest.
+        raise SystemExit(f"{tarball}: cannot read {name} ({type(error).__name__}: {error}). Pass the tarball of "
+                         "npm pack brainbrowser@2.3.0.") from None
     return Volume(np.ascontiguousarray(array, dtype=np.float32), affine, "MR")
 
 
@@ -100,9 +105,8 @@ def with_k_axis(volume: Volume, axis: int) -> Volume:
     return Volume(np.ascontiguousarray(np.transpose(volume.array, order)), affine, volume.modality)
 
 
-def write_brainbrowser_scans(tarball: Path, outdir: Path, overwrite: bool) -> None:
-    for name in BRAINBROWSER_SCANS:
-        scan = read_brainbrowser_scan(tarball, name)
+def write_brainbrowser_scans(scans: dict[str, Volume], outdir: Path, overwrite: bool) -> None:
+    for name, scan in scans.items():
         for axis in range(3):
             path = outdir / "train" / f"brainbrowser_{name}_k{'ijk'[axis]}.nii.gz"
             write_volume(with_k_axis(scan, axis), path, overwrite=overwrite)
@@ -116,6 +120,12 @@ def main() -> None:
     parser.add_argument("--brainbrowser", type=Path, default=None, metavar="TARBALL",
                         help="brainbrowser-2.3.0.tgz (npm pack brainbrowser@2.3.0): add its two real T1 scans.")
     arguments = parser.parse_args()
+    scans = {}
+    if arguments.brainbrowser is not None:
+        # Read the scans before writing anything, so that a bad tarball leaves no partial output.
+        if not arguments.brainbrowser.is_file():
+            raise SystemExit(f"--brainbrowser: {arguments.brainbrowser} not found; run npm pack brainbrowser@2.3.0.")
+        scans = {name: read_brainbrowser_scan(arguments.brainbrowser, name) for name in BRAINBROWSER_SCANS}
 
     from nilearn.datasets import load_mni152_template
 
@@ -134,10 +144,7 @@ def main() -> None:
             coarse_path = path.with_name(path.name.replace(".nii.gz", "_2mm.nii.gz"))
             write_volume(coarse, coarse_path, overwrite=arguments.overwrite)
             print(f"Wrote {coarse_path}: {coarse.shape} voxels of {coarse.spacing_mm} mm")
-    if arguments.brainbrowser is not None:
-        if not arguments.brainbrowser.is_file():
-            raise SystemExit(f"--brainbrowser: {arguments.brainbrowser} not found; run npm pack brainbrowser@2.3.0.")
-        write_brainbrowser_scans(arguments.brainbrowser, arguments.outdir, arguments.overwrite)
+    write_brainbrowser_scans(scans, arguments.outdir, arguments.overwrite)
 
 
 if __name__ == "__main__":

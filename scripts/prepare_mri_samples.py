@@ -18,12 +18,12 @@ Writes, deterministically, with no downloads:
 
 A super-resolution output of factor 4 along k has 24 slices, each on the grid of ``reference_2mm.nii.gz``.
 
-With ``--colin27 ch2.nii.gz``, a second held-out pair is made instead, at the scale the ``mri-sr`` task is meant for, 1 mm
-slices from 4 mm ones. Source: ``ch2.nii.gz`` of the Debian package mricron-data (BSD-3-clause, in
-``/usr/share/mricron/templates/``), the Colin27 brain: one person's T1 scanned 27 times and averaged, 181 x 217 x
-181 voxels of 1 mm in MNI space, stored as 8-bit integers. It is a real single-subject scan, never used in
-training or in any choice of settings. Get it without installing the package:
-``apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron``. Writes:
+With ``--colin27 ch2.nii.gz``, a second held-out pair is made instead, at the scale the ``mri-sr`` task is
+meant for: 1 mm slices from 4 mm ones. Source: ``ch2.nii.gz`` of the Debian package mricron-data (BSD-3-clause,
+in ``/usr/share/mricron/templates/``), the Colin27 brain: one person's T1 scanned 27 times and averaged, 181 x
+217 x 181 voxels of 1 mm in MNI space, stored as 8-bit integers. It is a real single-subject scan that no
+``mri-sr`` model trains on (docs/models.md says which choices looked at it). Get it without installing the
+package: ``apt-get download mricron-data && dpkg -x mricron-data_*.deb mricron``. Writes:
 
 - ``work/mri-eval/colin27_reference_1mm.nii.gz``: the first 180 slices along k (axial), the ones that the 45
   thick slices cover.

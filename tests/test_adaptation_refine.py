@@ -58,6 +58,17 @@ def test_refine_two_steps_leaves_network_untouched():
     assert refined(x).shape == (1, 1, 8, 6, 5)
 
 
+def test_refine_small_unequal_in_plane_axes():
+    """Planes of the two in-plane pairs (5 x 7 and 7 x 5 voxels) share one crop size in a batch."""
+    volume = thick_slice_volume(brain_like(shape=(5, 7, 32)))
+    refined, record = refine_super_resolution(TinySuperResolution(), volume,
+                                              task_intensity=get_task("mri-sr").intensity,
+                                              **{**SMALL, "batch_size": 8, "crop": 32})
+
+    assert record["steps"] == 2
+    assert refined(torch.rand(1, 1, 2, 5, 7)).shape == (1, 1, 8, 5, 7)
+
+
 def test_refine_deterministic_for_seed():
     volume = thick_slice_volume(brain_like())
     network = TinySuperResolution()
@@ -83,6 +94,12 @@ def test_refined_mdcsrn_restores_through_restorer():
 
     assert restored.shape == (*volume.shape[:2], 4 * volume.shape[2])
     assert np.isfinite(restored.array).all()
+
+
+def test_refine_rejects_in_plane_axis_below_factor():
+    volume = thick_slice_volume(brain_like(shape=(3, 7, 32)))
+    with pytest.raises(ValueError, match="In-plane axis i has 3 voxels, fewer than the factor 4"):
+        refine_super_resolution(TinySuperResolution(), volume, task_intensity=get_task("mri-sr").intensity, **SMALL)
 
 
 @pytest.mark.parametrize("arguments, message", [

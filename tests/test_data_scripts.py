@@ -62,10 +62,17 @@ def test_invesalius_project_rejects_other_files(tmp_path):
     (tmp_path / "notes.inv3").write_text("not a project")
     write_inv3(tmp_path / "mr.inv3", np.zeros((1, 2, 2), np.int16), modality="MR")
 
-    with pytest.raises(SystemExit, match="not a readable InVesalius project"):
+    with pytest.raises(SystemExit, match="not a readable InVesalius CT project"):
         prepare.read_invesalius_project(tmp_path / "notes.inv3")
     with pytest.raises(SystemExit, match="expected a CT project"):
         prepare.read_invesalius_project(tmp_path / "mr.inv3")
+    write_inv3(tmp_path / "flat.inv3", np.zeros((1, 2, 2), np.int16), spacing=(0.9, 0.0, 1.5))
+    with pytest.raises(SystemExit, match="spacing must be 3 positive sizes"):
+        prepare.read_invesalius_project(tmp_path / "flat.inv3")
+    data = (tmp_path / "mr.inv3").read_bytes()
+    (tmp_path / "cut.inv3").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit, match="not a readable InVesalius CT project"):
+        prepare.read_invesalius_project(tmp_path / "cut.inv3")
 
 
 def write_brainbrowser(path: Path, array_xzy: np.ndarray) -> dict:
@@ -95,6 +102,18 @@ def test_brainbrowser_scan_places_voxels_in_world(tmp_path):
     assert scan.array[2, 4, 1] == array_xzy[2, 1, 4]
     # world = start + step * index along each axis's direction cosines
     assert np.allclose(scan.affine @ [2, 4, 1, 1], [10.0 - 2, 3.0 + 4, -5.0 + 2 * 1, 1])
+
+
+def test_brainbrowser_damaged_tarball_rejected(tmp_path):
+    prepare = load_script("prepare_mri_data")
+    (tmp_path / "notes.tgz").write_text("not a tarball")
+    with tarfile.open(tmp_path / "half.tgz", "w:gz") as archive:
+        add_member(archive, "package/examples/models/structural1.mnc.header.gz", gzip.compress(b"{}"))
+
+    with pytest.raises(SystemExit, match="cannot read structural1"):
+        prepare.read_brainbrowser_scan(tmp_path / "notes.tgz", "structural1")
+    with pytest.raises(SystemExit, match=r"cannot read structural1 \(KeyError"):
+        prepare.read_brainbrowser_scan(tmp_path / "half.tgz", "structural1")
 
 
 def test_k_axis_copies_keep_world_positions(tmp_path):

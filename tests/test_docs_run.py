@@ -51,8 +51,8 @@ job):
 - ``medgan.training.build_trainer`` is wrapped so a run trains at most ``TRAIN_MAX_STEPS`` steps, whatever
   ``--set train.steps=N`` requests. A ``--resume`` run trains ``RESUME_EXTRA_STEPS`` past its checkpoint, because
   the capped run it continues has already finished.
-- ``medgan.adaptation.adapt_denoiser``, ``adapt_super_resolution`` and ``refine_super_resolution`` are wrapped to stop after
-  ``ADAPT_MAX_STEPS`` steps, whatever ``--adapt-minutes`` requests. The sidecar must record that stop.
+- ``medgan.adaptation.adapt_denoiser``, ``adapt_super_resolution`` and ``refine_super_resolution`` are wrapped to
+  stop after ``ADAPT_MAX_STEPS`` steps, whatever ``--adapt-minutes`` requests. The sidecar must record that stop.
 - ``python scripts/bench_infer.py --shape 64 192 192`` took 60 s, so it runs with ``--shape 16 64 64``, and
   ``python scripts/probe_smore_2d.py ... --minutes 10`` runs with ``--minutes 0.02``.
 - torch runs on one thread, and subprocesses get ``OMP_NUM_THREADS=1``: on this 2-core machine, shared with

@@ -132,6 +132,9 @@ def test_init_generator_starts_from_a_model_file(tmp_path):
     other.train.init_generator = str(model_path)
     with pytest.raises(ValueError, match=r"init_generator: model .* is \{'name': 'mdcsrn-3d'.*channels': 4"):
         build_trainer(other, tmp_path / "run3")
+    other.train.init_generator = "ldct-default"
+    with pytest.raises(ValueError, match="model 'ldct-default' was trained for task 'ldct', not 'mri-sr'"):
+        build_trainer(other, tmp_path / "run5")
     other.train.init_generator = str(tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="init_generator: .*missing"):
         build_trainer(other, tmp_path / "run4")

@@ -141,6 +141,9 @@ def in_plane_pair(
         fwhm_mm = thickness_mm
 
     n_fine = int(tensor.shape[axis])
+    if n_fine < scale:
+        raise ValueError(f"In-plane axis {'ij'[axis]} has {n_fine} voxels, fewer than the factor {scale}; adapting "
+                         f"needs at least {scale} voxels along each in-plane axis.")
     sampling = thick_slice_sampling(n_fine, in_plane_mm, thickness_mm, slice_gap_mm=gap_mm, profile=profile,
                                     profile_fwhm_mm=fwhm_mm)
     # Thick slice m covers fine voxels offset + scale * m + r, r = 0 .. scale - 1, centred on its centre.

@@ -122,14 +122,16 @@ class _PlaneSampler:
 
     def __init__(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], crop: int) -> None:
         self.pairs = pairs
-        self.crop = crop
+        # One crop size for every pair, so that planes from pairs of different shapes stack into one batch.
+        self.rows = min(crop, *(int(inputs.shape[0]) for inputs, _ in pairs))
+        self.cols = min(crop, *(int(inputs.shape[1]) for inputs, _ in pairs))
 
     def _draw(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         def randint(high: int) -> int:
             return int(torch.randint(high, (), generator=generator).item())
 
         inputs, targets = self.pairs[randint(len(self.pairs))]
-        rows, cols = min(self.crop, inputs.shape[0]), min(self.crop, inputs.shape[1])
+        rows, cols = self.rows, self.cols
         r0, c0, index = randint(inputs.shape[0] - rows + 1), randint(inputs.shape[1] - cols + 1), randint(
             inputs.shape[2])
         return inputs[r0:r0 + rows, c0:c0 + cols, index], targets[r0:r0 + rows, c0:c0 + cols, index]

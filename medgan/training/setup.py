@@ -157,16 +157,18 @@ def _load_initial_generator(generator: torch.nn.Module, config: Config) -> None:
         network, card = load_model_files(reference)
     except (FileNotFoundError, ValueError) as error:
         raise ValueError(f"train.init_generator: {error}") from error
+    if card.task != config.task:
+        raise ValueError(f"train.init_generator: model {reference!r} was trained for task {card.task!r}, not "
+                         f"{config.task!r}; choose a model of task {config.task!r}.")
     spec = {"name": config.generator.name, "kwargs": dict(config.generator.kwargs)}
     model_spec = {"name": card.network.get("name"), "kwargs": dict(card.network.get("kwargs", {}))}
     if model_spec != spec:
         raise ValueError(f"train.init_generator: model {reference!r} is {model_spec}, but the config's generator "
-                         f"is {spec}; set generator.name and generator.kwargs to the model's.")
-    if card.task != config.task:
-        raise ValueError(f"train.init_generator: model {reference!r} was trained for task {card.task!r}, not "
-                         f"{config.task!r}.")
+                         f"is {spec}; set generator.name and generator.kwargs to the model's, written out the "
+                         "same way (defaults included only where the card lists them).")
     generator.load_state_dict(network.state_dict())
-    logger.info("Generator starts from model %s (%s)", reference, card.name or card.network.get("name"))
+    named = f" ({card.name})" if card.name and card.name != str(reference) else ""
+    logger.info("Generator starts from model %s%s", reference, named)
 
 
 def _check_generator_scale(generator: torch.nn.Module, task: Task) -> None:
