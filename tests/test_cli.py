@@ -159,3 +159,6 @@ def test_failed_resume_leaves_run_untouched(tmp_path):
     assert (run_dir / "config.yaml").read_text() == saved
     resumed = run("-q", "train", "--run-dir", run_dir, "--resume", "--set", "train.steps=3")
     assert resumed.exit_code == 0, resumed.output
+    assert yaml.safe_load(saved)["run_dir"] == str(run_dir.resolve())
+    from_config = run("-q", "train", "--config", run_dir / "config.yaml", "--resume", "--set", "train.steps=4")
+    assert from_config.exit_code == 0, from_config.output

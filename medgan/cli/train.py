@@ -67,6 +67,8 @@ def train(task: str | None, config_path: Path | None, overrides: tuple[str, ...]
             raise click.BadParameter(f"--task {task} differs from the config's task {from_file!r}.",
                                      param_hint="--task")
     run_dir = run_dir or Path(config.run_dir)
+    # The run's saved config names the folder it was written to, so --resume --config RUN/config.yaml finds it.
+    config.run_dir = str(run_dir.resolve())
     checkpoints = run_dir / "checkpoints"
     # Under torchrun every rank runs this command; rank 0 alone prepares the run folder and shows progress.
     is_main = int(os.environ.get("RANK", "0")) == 0
