@@ -3,7 +3,7 @@
 # scans. Run from the repository root in an environment made with: pip install -e ".[test,recipe]"
 #
 # Wall time on a 2-core x86_64 machine (torch 2.13.0+cpu), measured while other jobs shared it: ldct-default
-# about 35 minutes for stage 1 and 28 for stage 2, mri-sr-default 57 minutes for stage 1 and 25 for stage 2.
+# about 35 minutes for stage 1 and 30 for stage 2, mri-sr-default 57 minutes for stage 1 and 25 for stage 2.
 # train.device "auto" uses a GPU when there is one. Fetching the packages needs apt-get, dpkg and npm.
 # Each step refuses to overwrite what exists; delete runs/ and work/ to start over.
 set -euo pipefail
