@@ -86,10 +86,12 @@ def read_brainbrowser_scan(tarball: Path, name: str) -> Volume:
         affine = np.eye(4)
         for column, axis in enumerate(MINC_AXES):
             cosines = np.asarray(header[axis]["direction_cosines"], dtype=np.float64)
+            if cosines.shape != (3,):
+                raise ValueError(f"{axis} has direction cosines {cosines.tolist()}, not 3 numbers")
             affine[:3, column] = cosines * float(header[axis]["step"])
             affine[:3, 3] += cosines * float(header[axis]["start"])
-        if cosines.shape != (3,) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-            raise ValueError(f"direction cosines and steps give a singular affine {affine[:3, :3].tolist()}")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-6:
+            raise ValueError(f"the direction cosines and steps give a singular affine {affine[:3, :3].tolist()}")
     except (tarfile.TarError, KeyError, EOFError, OSError, ValueError, TypeError, AttributeError) as error:
         # A missing member raises KeyError, a damaged gzip OSError or EOFError, a bad header the rest.
         raise SystemExit(f"{tarball}: cannot read {name} ({type(error).__name__}: {error}). Pass the tarball of "

@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Real volumes that come in Debian and npm packages, fetched once into work/packages and never committed:
-# a contiguous head CT (invesalius-examples, GPL-2), the Colin27 1 mm T1 brain kept for testing only
-# (mricron-data, BSD-3-clause) and two 1 mm T1 scans (brainbrowser 2.3.0, AGPL-3.0).
+# Real volumes from Debian and npm packages, fetched once into work/packages and never committed. They are a
+# contiguous head CT (invesalius-examples, GPL-2), the Colin27 1 mm T1 brain, kept for testing only
+# (mricron-data, BSD-3-clause), and two 1 mm T1 scans (brainbrowser 2.3.0, AGPL-3.0).
 mkdir -p work/packages
 (cd work/packages && apt-get download invesalius-examples mricron-data && npm pack brainbrowser@2.3.0)
 dpkg -x work/packages/invesalius-examples_*.deb work/packages/invesalius
@@ -25,8 +25,8 @@ python scripts/prepare_mri_data.py work/mri-data --brainbrowser work/packages/br
 python scripts/prepare_mri_samples.py
 python scripts/prepare_mri_samples.py --colin27 work/packages/mricron/usr/share/mricron/templates/ch2.nii.gz
 
-# Training, stage 1: the first recipes train from scratch on the pseudo-volumes and the template only (the
-# stage-2 volumes share their folders, so stage 1 lists its own volumes; paths are relative to configs/).
+# Training, stage 1: the first recipes train from scratch on the pseudo-volumes and the template only. The
+# stage-2 volumes share their folders, so stage 1 lists its own volumes, with paths relative to configs/.
 medgan train --task ldct --config configs/ldct.yaml --run-dir runs/ldct-default \
     --set 'data.volumes=[../work/ldct-data/train/explicit_VR-UN.nii.gz, ../work/ldct-data/train/bad_sequence.nii.gz]'
 medgan train --task mri-sr --config configs/mri_sr.yaml --run-dir runs/mri-sr-default \

@@ -192,7 +192,7 @@ def test_adapt_sr_three_steps():
     assert not adapted.training
 
 
-def test_adapt_sr_pairs_from_prior_have_fine_slice_axis():
+def test_adapt_sr_prior_pairs_fine_k():
     """With a prior on the fine grid, the in-plane pairs take its k axis: 4 times longer, not the thick one."""
     volume = thick_slice_volume(brain_like())
     fine_shape = (*volume.shape[:2], 4 * volume.shape[2])

@@ -209,8 +209,8 @@ def adapt_super_resolution(
         prior: an estimate of the scan on the fine grid, ``(i, j, slice_axis_scale * k)`` in the scan's units,
             usually the network's own output. The in-plane pairs are then cut from it instead of the scan, so
             their W axis (k) has the fine spacing that the network's H and W axes have at inference; from the
-            thick scan, W would be ``slice_axis_scale`` times coarser. Their D axis still holds the scan's own
-            voxels as targets.
+            thick scan, W would be ``slice_axis_scale`` times coarser. Their D axis still contains the scan's
+            own voxels as targets.
 
     Returns:
         ``(adapted, record)``: the adapted copy in eval mode, and a JSON-compatible record of the run (steps,

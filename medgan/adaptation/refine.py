@@ -34,7 +34,13 @@ from medgan.adaptation.finetune import (
     _positive_number,
     loss_curve_summary,
 )
-from medgan.adaptation.pairs import FOREGROUND_LEVEL, FOREGROUND_MIN_FRACTION, IN_PLANE_AXES, in_plane_pair
+from medgan.adaptation.pairs import (
+    FOREGROUND_LEVEL,
+    FOREGROUND_MAX_DRAWS,
+    FOREGROUND_MIN_FRACTION,
+    IN_PLANE_AXES,
+    in_plane_pair,
+)
 from medgan.inference.restorer import tensor_to_volume_array, volume_to_tensor
 from medgan.inference.sliding_window import sliding_window_inference
 from medgan.io.volume import Volume
@@ -47,9 +53,6 @@ WINDOW = (48, 64, 64)
 
 OVERLAP = 0.3
 """Share of a window that its neighbours overlap: 19 voxels of 64, enough for mri-sr-default's receptive field."""
-
-FOREGROUND_MAX_DRAWS = 5
-
 
 class PlaneRefiner(nn.Module):
     """Residual 2D CNN: ``layers`` 3x3 convolutions of ``channels`` channels with ReLU, edge-replicating padding.

@@ -37,11 +37,16 @@ def autocast_context(precision: str, device: torch.device) -> ContextManager:
     return torch.autocast(device_type=device.type, dtype=_AUTOCAST_DTYPES[precision])
 
 
-def has_conv3d(network: object) -> bool:
-    """Return True when ``network`` is a module that contains a ``torch.nn.Conv3d``."""
+def _contains(network: object, module_type: type[torch.nn.Module]) -> bool:
+    """Return True when ``network`` is a module that contains a ``module_type``."""
     if not isinstance(network, torch.nn.Module):
         return False
-    return any(isinstance(module, torch.nn.Conv3d) for module in network.modules())
+    return any(isinstance(module, module_type) for module in network.modules())
+
+
+def has_conv3d(network: object) -> bool:
+    """Return True when ``network`` is a module that contains a ``torch.nn.Conv3d``."""
+    return _contains(network, torch.nn.Conv3d)
 
 
 def prefers_channels_last(network: object, device: torch.device) -> bool:
@@ -53,9 +58,7 @@ def prefers_channels_last(network: object, device: torch.device) -> bool:
     torch 2.13 on a 2-core x86_64 CPU). ``scripts/bench_infer.py`` measures it again.
     """
     # NOTE: on CUDA channels-last has not been measured for these networks, so it stays off there.
-    has_conv2d = isinstance(network, torch.nn.Module) and any(
-        isinstance(module, torch.nn.Conv2d) for module in network.modules())
-    return device.type == "cpu" and has_conv3d(network) and not has_conv2d
+    return device.type == "cpu" and has_conv3d(network) and not _contains(network, torch.nn.Conv2d)
 
 
 class CompiledNetwork:
