@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from medgan.adaptation.refine import PlaneRefiner, RefinedSuperResolution, refine_super_resolution
+from medgan.inference.grid import scaled_affine
 from medgan.inference.restorer import Restorer
 from medgan.models import ModelCard
 from medgan.networks import build_network
@@ -94,6 +95,8 @@ def test_refined_mdcsrn_restores_through_restorer():
 
     assert restored.shape == (*volume.shape[:2], 4 * volume.shape[2])
     assert np.isfinite(restored.array).all()
+    np.testing.assert_allclose(restored.affine, scaled_affine(volume.affine, (1, 1, 4)))
+    np.testing.assert_allclose(restored.spacing_mm, (*volume.spacing_mm[:2], volume.spacing_mm[2] / 4))
 
 
 def test_refine_rejects_in_plane_axis_below_factor():
