@@ -49,6 +49,16 @@ def test_adapt_minutes_needs_adapt(tmp_path, ct_scan, identity_model):
     assert "--adapt" in result.output
 
 
+@pytest.mark.parametrize(("option", "value"), [("--adapt-minutes", "nan"), ("--strength", "nan")])
+def test_non_finite_numbers_are_refused_before_loading(tmp_path, ct_scan, identity_model, option, value):
+    # NaN passes click's range checks, since every comparison with it is false.
+    result = run("infer", ct_scan, "-o", tmp_path / "out.nii.gz", "--model", identity_model, "--adapt", option,
+                 value)
+    assert result.exit_code == EXIT_USAGE_ERROR
+    assert f"'{value}' is not a finite number" in result.output
+    assert not (tmp_path / "out.nii.gz").exists()
+
+
 def test_failed_sidecar_removes_new_outputs(tmp_path, ct_scan, identity_model, monkeypatch):
     import medgan.cli.infer as infer_module
 

@@ -131,9 +131,9 @@ def in_plane_pair(
 
     ratio = scale * in_plane_mm / slice_spacing_mm
     if abs(ratio - 1) > _SCALE_TOLERANCE:
-        logger.warning("Slices are %.3g mm apart but %d in-plane voxels of %.3g mm span %.3g mm; the in-plane "
-                       "profile is scaled to %d voxels, the network's factor.", slice_spacing_mm, scale,
-                       in_plane_mm, scale * in_plane_mm, scale)
+        logger.warning("Slices are %.3g mm apart but %d voxels of %.3g mm along in-plane axis %s span %.3g mm; "
+                       "the profile along %s is scaled to %d voxels, the network's factor.", slice_spacing_mm,
+                       scale, in_plane_mm, "ij"[axis], scale * in_plane_mm, "ij"[axis], scale)
     thickness_mm = slice_thickness_mm * ratio
     gap_mm = (slice_spacing_mm - slice_thickness_mm) * ratio
     fwhm_mm = None if profile_fwhm_mm is None else profile_fwhm_mm * ratio

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from medgan.cli.options import check_output_folder, overwrite_option
+from medgan.cli.options import FiniteFloatRange, check_output_folder, overwrite_option
 
 MODEL_FORMATS = ("torchscript", "onnx", "monai-bundle")
 
@@ -23,7 +23,7 @@ def _is_run_dir(path: Path) -> bool:
 @click.option("--format", "output_format", type=click.Choice(MODEL_FORMATS), default=None,
               help="Format to export MODEL to; required for MODEL and not accepted for RUN_DIR, which always "
                    "exports to safetensors.")
-@click.option("--tolerance", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@click.option("--tolerance", type=FiniteFloatRange(min=0.0, min_open=True), default=None,
               help="MODEL only: largest max absolute difference from PyTorch accepted on the random check patches, "
                    "in network units (HU / 1024 for ldct). Default: 1e-4.")
 @click.option("--bundle-engine", type=click.Choice(["medgan", "monai"]), default="medgan", show_default=True,

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from medgan.cli.options import (
+    FiniteFloatRange,
     check_output_folder,
     check_output_free,
     device_option,
@@ -108,7 +109,7 @@ class RestoreSettings:
               help="Sliding-window size in input voxels along the slice axis (k), rows (j) and columns (i), "
                    "shrunk to the volume along any shorter axis. Default: the model's training patch size, grown "
                    "to the network's receptive field.")
-@click.option("--overlap", type=click.FloatRange(0.0, 0.95), default=0.25, show_default=True,
+@click.option("--overlap", type=FiniteFloatRange(0.0, 0.95), default=0.25, show_default=True,
               help="Fraction of each window shared with its neighbours along every axis, in [0, 0.95].")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1, show_default=True,
               help="Windows per network call; larger is faster on a GPU and needs more memory.")
@@ -137,12 +138,12 @@ class RestoreSettings:
                    "from the scan's own in-plane axes degraded like the slice axis, to refine the model's output; "
                    "a CT model is fine-tuned on extra noise simulated on the scan's own content. The sidecar "
                    "records what was done.")
-@click.option("--adapt-minutes", type=click.FloatRange(min=0.05, max=120.0), default=5.0, show_default=True,
+@click.option("--adapt-minutes", type=FiniteFloatRange(min=0.05, max=120.0), default=5.0, show_default=True,
               help="Wall-clock budget of --adapt, in minutes.")
 @click.option("--data-consistency/--no-data-consistency", default=True, show_default=True,
               help="Super-resolution only: shift each group of output slices so that their mean equals the input "
                    "slice they came from, so the output degraded again reproduces the input.")
-@click.option("--strength", type=click.FloatRange(0.0, 1.0), default=1.0, show_default=True,
+@click.option("--strength", type=FiniteFloatRange(0.0, 1.0), default=1.0, show_default=True,
               help="Models that keep the grid (ldct): the fraction of the model's change applied, output = input + "
                    "STRENGTH * (restored - input). Lower values keep part of the input's noise texture.")
 @click.option("--ignore-modality", is_flag=True, default=False,

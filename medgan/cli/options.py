@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -18,6 +19,29 @@ device_option = click.option(
     "--device", default="auto", show_default=True,
     help="Where the network runs: auto (CUDA when available, else CPU), cpu, cuda or cuda:N.",
 )
+
+
+def _refuse_non_finite(param_type: click.ParamType, number: float, value, param, ctx) -> float:
+    if not math.isfinite(number):
+        param_type.fail(f"{value!r} is not a finite number.", param, ctx)
+    return number
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinity, which pass its bound checks unnoticed."""
+
+    def convert(self, value, param, ctx):
+        return _refuse_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
+
+
+class FiniteFloat(click.types.FloatParamType):
+    """A float option without bounds that refuses NaN and infinity."""
+
+    def convert(self, value, param, ctx):
+        return _refuse_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
+
+
+finite_float = FiniteFloat()
 
 
 def output_suffix(path: Path) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from medgan.cli.options import device_option, overwrite_option, progress_enabled
+from medgan.cli.options import FiniteFloatRange, device_option, overwrite_option, progress_enabled
 
 logger = logging.getLogger("medgan.cli")
 
@@ -20,7 +20,7 @@ logger = logging.getLogger("medgan.cli")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Optimizer steps of the L1 reconstruction training.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True, help="Patches per step.")
-@click.option("--lr", "learning_rate", type=click.FloatRange(min=0, min_open=True), default=1.0e-3,
+@click.option("--lr", "learning_rate", type=FiniteFloatRange(min=0, min_open=True), default=1.0e-3,
               show_default=True, help="Adam learning rate.")
 @click.option("--channels", default="16,32,64", show_default=True,
               help="Feature channels of each encoder level, comma-separated; one level per entry.")

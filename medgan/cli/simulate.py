@@ -10,7 +10,15 @@ from typing import Any
 import click
 
 from medgan.cli.infer import WRITABLE_SUFFIXES
-from medgan.cli.options import check_output_folder, check_output_free, output_suffix, overwrite_option, sidecar_path
+from medgan.cli.options import (
+    FiniteFloatRange,
+    check_output_folder,
+    check_output_free,
+    finite_float,
+    output_suffix,
+    overwrite_option,
+    sidecar_path,
+)
 
 logger = logging.getLogger("medgan.cli")
 
@@ -31,12 +39,12 @@ SLICE_AXES = {"i": 0, "j": 1, "k": 2}
                    "suffix records every parameter.")
 @click.option("--task", type=click.Choice(TASKS), default="ldct", show_default=True,
               help="ldct: low-dose CT from a CT scan in HU. mri-sr: thick-slice, low-resolution MRI.")
-@click.option("--dose-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+@click.option("--dose-fraction", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=None,
               help="[ldct, required] Simulated dose as a fraction of the scan's dose, in (0, 1]; 0.25 is quarter "
                    "dose.")
-@click.option("--photons-per-ray", type=click.FloatRange(0.0, min_open=True), default=1.0e5, show_default=True,
+@click.option("--photons-per-ray", type=FiniteFloatRange(0.0, min_open=True), default=1.0e5, show_default=True,
               help="[ldct] Incident photons per detector ray at full dose; sets the noise level.")
-@click.option("--electronic-noise", "electronic_noise_std_photons", type=click.FloatRange(0.0), default=5.0,
+@click.option("--electronic-noise", "electronic_noise_std_photons", type=FiniteFloatRange(0.0), default=5.0,
               show_default=True, help="[ldct] Standard deviation of the detector's electronic noise, in photons.")
 @click.option("--views", "n_views", type=click.IntRange(min=1), default=None,
               help="[ldct] Projection angles: over 180 degrees for parallel beam (default 720), over 360 degrees "
@@ -47,32 +55,32 @@ SLICE_AXES = {"i": 0, "j": 1, "k": 2}
 @click.option("--filter", "filter_name", type=click.Choice(["ram-lak", "shepp-logan", "hann", "cosine"]),
               default="ram-lak", show_default=True, help="[ldct] Reconstruction filter of the added noise.")
 @click.option("--bowtie-edge-fraction", "bowtie_photons_fraction_at_edge",
-              type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
+              type=FiniteFloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True,
               help="[ldct] Fraction of the central ray's photons reaching the edge of the field (bowtie filter); "
                    "1 means no bowtie.")
 @click.option("--assume-noiseless-input/--insert-noise", "assume_noiseless_input", default=True, show_default=True,
               help="[ldct] --insert-noise treats the input as a real full-dose scan and adds only the extra noise "
                    "of the lower dose. The default treats it as noise-free and adds the full low-dose noise.")
-@click.option("--source-to-isocenter-mm", type=click.FloatRange(0.0, min_open=True), default=595.0,
+@click.option("--source-to-isocenter-mm", type=FiniteFloatRange(0.0, min_open=True), default=595.0,
               show_default=True, help="[ldct, fan beam] Distance from the X-ray source to the rotation centre, mm.")
-@click.option("--source-to-detector-mm", type=click.FloatRange(0.0, min_open=True), default=1085.6,
+@click.option("--source-to-detector-mm", type=FiniteFloatRange(0.0, min_open=True), default=1085.6,
               show_default=True, help="[ldct, fan beam] Distance from the X-ray source to the detector, mm.")
-@click.option("--slice-thickness-mm", type=click.FloatRange(0.0, min_open=True), default=None,
+@click.option("--slice-thickness-mm", type=FiniteFloatRange(0.0, min_open=True), default=None,
               help="[mri-sr, required] Thickness of the simulated slices, mm.")
 @click.option("--slice-axis", type=click.Choice(list(SLICE_AXES)), default="k", show_default=True,
               help="[mri-sr] Voxel axis across the slices.")
-@click.option("--slice-gap-mm", type=float, default=0.0, show_default=True,
+@click.option("--slice-gap-mm", type=finite_float, default=0.0, show_default=True,
               help="[mri-sr] Gap between neighbouring slices, mm; negative for overlapping slices.")
 @click.option("--profile", type=click.Choice(["boxcar", "gaussian"]), default="boxcar", show_default=True,
               help="[mri-sr] Slice profile.")
-@click.option("--profile-fwhm-mm", type=click.FloatRange(0.0, min_open=True), default=None,
+@click.option("--profile-fwhm-mm", type=FiniteFloatRange(0.0, min_open=True), default=None,
               help="[mri-sr] FWHM of the Gaussian slice profile, mm (default: the slice thickness).")
 @click.option("--output-grid", type=click.Choice(["low", "original"]), default="low", show_default=True,
               help="[mri-sr] low: one voxel per thick slice, with the affine updated. original: interpolated back "
                    "to the input grid.")
-@click.option("--kspace-keep-fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+@click.option("--kspace-keep-fraction", type=FiniteFloatRange(0.0, 1.0, min_open=True), default=None,
               help="[mri-sr] Also keep only this central fraction of k-space along the two in-plane axes.")
-@click.option("--snr", type=click.FloatRange(0.0, min_open=True), default=None,
+@click.option("--snr", type=FiniteFloatRange(0.0, min_open=True), default=None,
               help="[mri-sr] Also add Rician noise at this SNR (mean foreground signal / noise sigma).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the noise; one seed, one output.")
 @click.option("--series-uid", default=None, help="SeriesInstanceUID to read when the DICOM folder contains several series.")
