@@ -21,24 +21,25 @@ device_option = click.option(
 )
 
 
-def _refuse_non_finite(param_type: click.ParamType, number: float, value, param, ctx) -> float:
+def _reject_non_finite(param_type: click.ParamType, number: float, value, param, ctx) -> float:
+    """Return ``number``, or fail the option with an invalid-value message when it is NaN or infinite."""
     if not math.isfinite(number):
         param_type.fail(f"{value!r} is not a finite number.", param, ctx)
     return number
 
 
 class FiniteFloatRange(click.FloatRange):
-    """``click.FloatRange`` that also refuses NaN and infinity, which pass its bound checks unnoticed."""
+    """Range of floats like ``click.FloatRange`` that also rejects NaN and infinity, which pass its bound checks."""
 
     def convert(self, value, param, ctx):
-        return _refuse_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
+        return _reject_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
 
 
 class FiniteFloat(click.types.FloatParamType):
-    """A float option without bounds that refuses NaN and infinity."""
+    """Float type without bounds that rejects NaN and infinity."""
 
     def convert(self, value, param, ctx):
-        return _refuse_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
+        return _reject_non_finite(self, super().convert(value, param, ctx), value, param, ctx)
 
 
 finite_float = FiniteFloat()
