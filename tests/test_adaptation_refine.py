@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medgan.adaptation.refine import PlaneRefiner, RefinedSuperResolution, refine_super_resolution
+from medgan.adaptation.refine import PlaneRefiner, RefinedSuperResolution, refine_super_resolution, training_precision
 from medgan.inference.grid import scaled_affine
 from medgan.inference.restorer import Restorer
 from medgan.models import ModelCard
@@ -52,11 +52,34 @@ def test_refine_two_steps_leaves_network_untouched():
     assert record["steps"] == 2
     assert record["stopped_by"] == "max_steps"
     assert record["refiner"] == {"layers": 3, "channels": 4}
+    assert record["in_plane_pairs"] == 8
+    assert record["precision"] in ("fp32", "bf16")
     json.dumps(record)
     assert same_state(state(network), before)
     assert isinstance(refined, RefinedSuperResolution) and not refined.training
     x = torch.rand(1, 1, 2, 6, 5)
     assert refined(x).shape == (1, 1, 8, 6, 5)
+
+
+def test_refine_in_fp32_and_bf16():
+    volume = thick_slice_volume(brain_like())
+    for precision in ("fp32", "bf16"):
+        refined, record = refine_super_resolution(TinySuperResolution(), volume, precision=precision,
+                                                  task_intensity=get_task("mri-sr").intensity, **SMALL)
+
+        assert record["precision"] == precision
+        assert all(parameter.dtype == torch.float32 for parameter in refined.parameters())
+        assert torch.isfinite(refined(torch.rand(1, 1, 2, 6, 5))).all()
+
+
+def test_training_precision_choices():
+    cpu = torch.device("cpu")
+
+    assert training_precision("fp32", cpu) == "fp32"
+    assert training_precision("bf16", cpu) == "bf16"
+    assert training_precision("auto", cpu) in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="'fp16'"):
+        training_precision("fp16", cpu)
 
 
 def test_refine_small_unequal_in_plane_axes():

@@ -100,6 +100,7 @@ def in_plane_pair(
     slice_thickness_mm: float | None = None,
     profile: str = "boxcar",
     profile_fwhm_mm: float | None = None,
+    warn_profile_scaling: bool = True,
 ) -> InPlanePair:
     """Degrade in-plane ``axis`` of an ``(i, j, k)`` array the way its slice axis k was degraded.
 
@@ -109,7 +110,8 @@ def in_plane_pair(
     network's factor, exactly as one real slice spans ``scale`` output voxels. The thick slices are made by
     ``medgan.physics.mri.thick_slices``. The target of thick slice ``m`` is the ``scale`` voxels centred on it,
     so the pair follows the output grid convention of a super-resolution network: output voxel ``scale * m +
-    r`` sits at ``centre_m + (r - (scale - 1) / 2) * spacing``.
+    r`` sits at ``centre_m + (r - (scale - 1) / 2) * spacing``. A warning is logged when the profile is scaled
+    to a width other than the slice spacing, unless ``warn_profile_scaling`` is false.
 
     Raises:
         ValueError: if an argument is invalid, if the thick-slice centres do not fall on that output grid (an odd
@@ -130,7 +132,7 @@ def in_plane_pair(
         raise ValueError(f"slice_thickness_mm must be a positive finite number, got {slice_thickness_mm!r}.")
 
     ratio = scale * in_plane_mm / slice_spacing_mm
-    if abs(ratio - 1) > _SCALE_TOLERANCE:
+    if warn_profile_scaling and abs(ratio - 1) > _SCALE_TOLERANCE:
         logger.warning("Slices are %.3g mm apart but %d voxels of %.3g mm along in-plane axis %s span %.3g mm; "
                        "the profile along %s is scaled to %d voxels, the network's factor.", slice_spacing_mm,
                        scale, in_plane_mm, "ij"[axis], scale * in_plane_mm, "ij"[axis], scale)
