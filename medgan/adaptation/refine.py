@@ -196,7 +196,7 @@ def refine_super_resolution(
 ) -> tuple[RefinedSuperResolution, dict[str, Any]]:
     """Learn a `PlaneRefiner` for ``network`` from the thick-slice ``volume`` itself (see the module docstring).
 
-    The budget ``minutes`` covers everything: the 3D network's three passes and the refiner's training, which
+    The budget ``minutes`` covers everything: the 3D network's passes and the refiner's training, which
     stops when the budget or ``max_steps`` is reached (after at least one step). The refiner trains with L1 loss
     and Adam on random crops of ``crop`` x ``crop`` pixels, from every phase of the in-plane thick slices (see
     ``in_plane_pair``), so the 3D network makes ``1 + 2 * slice_axis_scale`` passes in all.
