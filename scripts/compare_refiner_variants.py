@@ -27,8 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medgan.adaptation.pairs import IN_PLANE_AXES, in_plane_pair
-from medgan.adaptation.refine import PlaneRefiner, _PlaneSampler, _super_resolve
+from medgan.adaptation.refine import PlaneRefiner, RefinedSuperResolution, _PlaneSampler, _super_resolve, phase_pairs
 from medgan.evaluation.metrics import psnr_db, ssim_3d
 from medgan.evaluation.protocols import PROTOCOLS
 from medgan.inference.restorer import (
@@ -54,12 +53,7 @@ def build_cache(thick_path: Path, model: str, cache: Path) -> None:
     device = torch.device("cpu")
     inputs = intensity.forward(volume_to_tensor(volume.array.astype(np.float32)))[0, 0]
     prior = tensor_to_volume_array(_super_resolve(network, inputs, SCALE, device)[None, None])
-    pairs = {}
-    for axis in IN_PLANE_AXES:
-        for phase in range(SCALE):
-            shifted = prior[phase:] if axis == 0 else prior[:, phase:]
-            pair = in_plane_pair(shifted, volume.spacing_mm, axis, scale=SCALE, warn_profile_scaling=phase == 0)
-            pairs[(axis, phase)] = (_super_resolve(network, pair.coarse, SCALE, device), pair.fine)
+    pairs = phase_pairs(network, prior, volume.spacing_mm, scale=SCALE, device=device)
     torch.save({"prior": torch.as_tensor(prior), "pairs": pairs, "intensity": intensity.to_dict()}, cache)
     print(f"cache written to {cache} in {time.monotonic() - started:.0f} s")
 
@@ -110,35 +104,36 @@ def train(arguments, pairs: list) -> tuple[torch.nn.Module, int]:
     return trained.to(memory_format=torch.contiguous_format).eval().requires_grad_(False), steps
 
 
-def refine_volume(refiner: torch.nn.Module, fine: torch.Tensor, flips: bool) -> torch.Tensor:
-    """Apply ``refiner`` to the (D, H) and (D, W) planes of ``(1, 1, D, H, W)`` ``fine`` and average them."""
-    _, _, depth, height, width = fine.shape
+class _ChunkedPlanes(torch.nn.Module):
+    """Refiner applied 8 planes at a time, optionally averaged over the 4 flips of each plane."""
 
-    def run(planes: torch.Tensor) -> torch.Tensor:
+    def __init__(self, refiner: torch.nn.Module, flips: bool) -> None:
+        super().__init__()
+        self.refiner = refiner
+        self.flip_dims = [(), (2,), (3,), (2, 3)] if flips else [()]
+
+    def forward(self, planes: torch.Tensor) -> torch.Tensor:
         outputs = []
         for start in range(0, planes.shape[0], 8):
             chunk = planes[start:start + 8]
-            dims_list = [(), (2,), (3,), (2, 3)] if flips else [()]
             total = torch.zeros_like(chunk)
-            for dims in dims_list:
-                flipped = chunk.flip(dims) if dims else chunk
-                restored = refiner(flipped)
-                total += restored.flip(dims) if dims else restored
-            outputs.append(total / len(dims_list))
+            for dims in self.flip_dims:
+                total += self.refiner(chunk.flip(dims)).flip(dims)
+            outputs.append(total / len(self.flip_dims))
         return torch.cat(outputs)
 
-    along_w = fine.permute(0, 4, 1, 2, 3).reshape(width, 1, depth, height)
-    along_h = fine.permute(0, 3, 1, 2, 4).reshape(height, 1, depth, width)
-    by_w = run(along_w).reshape(1, width, 1, depth, height).permute(0, 2, 3, 4, 1)
-    by_h = run(along_h).reshape(1, height, 1, depth, width).permute(0, 2, 3, 1, 4)
-    return (by_w + by_h) / 2.0
+
+def refine_volume(refiner: torch.nn.Module, fine: torch.Tensor, flips: bool) -> torch.Tensor:
+    """Apply ``refiner`` to the (D, H) and (D, W) planes of ``(1, 1, D, H, W)`` ``fine`` and average them."""
+    return RefinedSuperResolution(torch.nn.Identity(), _ChunkedPlanes(refiner, flips)).refine(fine)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("thick", type=Path, help="thick-slice scan, slices along k 4 times the in-plane spacing")
     parser.add_argument("reference", type=Path, help="reference on the output grid")
-    parser.add_argument("--cache", type=Path, required=True, help="cache file of the network's passes, written when missing")
+    parser.add_argument("--cache", type=Path, required=True,
+                        help="cache file of the network's passes, written when missing")
     parser.add_argument("--model", default="mri-sr-default")
     parser.add_argument("--name", required=True, help="label of this run in the results")
     parser.add_argument("--results", type=Path, default=Path("refiner-variants.jsonl"))
@@ -148,7 +143,8 @@ def main() -> None:
                         help="pairs from the first phase of the in-plane thick slices only, or from all four")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
-    parser.add_argument("--ema", type=float, default=0.0, help="decay of an exponential weight average, or 0 for none")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="decay of an exponential weight average, or 0 for none")
     parser.add_argument("--flips", action="store_true", help="average over 4 flips of each plane at inference")
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--channels", type=int, default=64)
@@ -163,7 +159,8 @@ def main() -> None:
         build_cache(arguments.thick, arguments.model, arguments.cache)
     # The cache is this script's own output, with tuples of tensors, so it is loaded without weights_only.
     cache = torch.load(arguments.cache, weights_only=False)
-    pairs = [pair for (axis, phase), pair in cache["pairs"].items() if arguments.phases == "all" or phase == 0]
+    pairs = [(inputs, targets) for phase, inputs, targets in cache["pairs"]
+             if arguments.phases == "all" or phase == 0]
     refiner, steps = train(arguments, pairs)
 
     started = time.monotonic()

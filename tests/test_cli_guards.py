@@ -50,7 +50,7 @@ def test_adapt_minutes_needs_adapt(tmp_path, ct_scan, identity_model):
 
 
 @pytest.mark.parametrize(("option", "value"), [("--adapt-minutes", "nan"), ("--strength", "nan")])
-def test_non_finite_numbers_are_refused_before_loading(tmp_path, ct_scan, identity_model, option, value):
+def test_non_finite_numbers_rejected(tmp_path, ct_scan, identity_model, option, value):
     # NaN passes click's range checks, since every comparison with it is false.
     result = run("infer", ct_scan, "-o", tmp_path / "out.nii.gz", "--model", identity_model, "--adapt", option,
                  value)

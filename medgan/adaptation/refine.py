@@ -138,6 +138,24 @@ def _super_resolve(network: nn.Module, dhw: torch.Tensor, scale: int, device: to
     return output[0, 0].float()
 
 
+def phase_pairs(network: nn.Module, prior: np.ndarray, spacing_mm: tuple[float, float, float], *, scale: int,
+                device: torch.device) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Make the refiner's training pairs from ``prior``, the network's ``(i, j, k)`` output in network units.
+
+    For each in-plane axis and each phase (the thick slices start 0 to ``scale - 1`` voxels into the axis, so
+    each phase groups other voxels into thick slices), the axis is degraded like k (`in_plane_pair`) and
+    super-resolved again by ``network``. Returns ``(phase, network output, target)`` triples, each volume with
+    the degraded axis first. An axis too short for every phase gives fewer.
+    """
+    pairs = []
+    for axis in IN_PLANE_AXES:
+        for phase in range(max(1, min(scale, prior.shape[axis] - scale + 1))):
+            shifted = prior[phase:] if axis == 0 else prior[:, phase:]
+            pair = in_plane_pair(shifted, spacing_mm, axis, scale=scale, warn_profile_scaling=phase == 0)
+            pairs.append((phase, _super_resolve(network, pair.coarse, scale, device), pair.fine))
+    return pairs
+
+
 class _PlaneSampler:
     """Draw ``(input, target)`` batches of ``(B, 1, crop, crop)`` planes from (network output, scan) volumes.
 
@@ -238,14 +256,8 @@ def refine_super_resolution(
     intensity = task_intensity.for_volume(volume.array)
     inputs = intensity.forward(volume_to_tensor(volume.array.astype(np.float32)))[0, 0]
     prior = tensor_to_volume_array(_super_resolve(base, inputs, scale, device)[None, None])
-    volume_pairs = []
-    for axis in IN_PLANE_AXES:
-        # Starting the thick slices 0 to scale - 1 voxels later groups other voxels into each of them, so the
-        # phases together give more varied planes than one phase.
-        for phase in range(max(1, min(scale, prior.shape[axis] - scale + 1))):
-            shifted = prior[phase:] if axis == 0 else prior[:, phase:]
-            pair = in_plane_pair(shifted, volume.spacing_mm, axis, scale=scale, warn_profile_scaling=phase == 0)
-            volume_pairs.append((_super_resolve(base, pair.coarse, scale, device), pair.fine))
+    volume_pairs = [(inputs, targets) for _, inputs, targets in
+                    phase_pairs(base, prior, volume.spacing_mm, scale=scale, device=device)]
     prepare_minutes = (time.monotonic() - start) / 60.0
     logger.info("Refiner pairs ready after %.2f minutes: %s", prepare_minutes,
                 [tuple(fine.shape) for _, fine in volume_pairs])
